@@ -1,0 +1,298 @@
+"""chatmail.ini: the one file an operator edits.
+
+Every daemon and the relay renderer read the ``[params]`` section of the same file. The keys and
+their defaults are those of existing chatmail relays, so an operator can switch without editing
+anything. Each key is declared once, below, with its default and its documentation; the parser and
+the commented default file (``chatmail-relay init``) are both derived from that declaration.
+
+Daemons do not pass this object around: each builds the small settings object it needs from it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import ipaddress
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SECTION = "params"
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]?)B?$", re.IGNORECASE)
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """chatmail.ini cannot be used; the message names the file, the key and the bad value."""
+
+
+def parse_size(text: str) -> int:
+    """'500M' -> bytes (binary units, as Dovecot reads them)."""
+    match = _SIZE_RE.match(text.strip())
+    if not match:
+        raise ValueError("expected a size such as 500M, 1G or 31457280")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_int(text: str) -> int:
+    value = int(text.strip())
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def parse_float(text: str) -> float:
+    value = float(text.strip())
+    if not value >= 0:  # also refuses nan
+        raise ValueError("must be a non-negative number")
+    return value
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+def parse_str(text: str) -> str:
+    return text.strip()
+
+
+def parse_domain(text: str) -> str:
+    """A DNS name, or an IPv4 address (written with or without brackets) for an IP-only relay."""
+    value = text.strip().lower().removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.IPv4Address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOSTNAME_RE.match(value):
+        raise ValueError("expected a domain name such as chat.example.org or an IPv4 address")
+    return value
+
+
+def parse_path(text: str) -> Path:
+    value = text.strip()
+    if not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return Path(value)
+
+
+def key(
+    default: str | None,
+    doc: str,
+    parse: Callable[[str], object] = parse_str,
+    heading: str = "",
+) -> object:
+    """Declare one chatmail.ini key; ``default=None`` makes it required."""
+    meta = {"default": default, "doc": doc, "parse": parse, "heading": heading}
+    return field(metadata=meta)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The parsed ``[params]`` of chatmail.ini (``path`` is where it was read from)."""
+
+    path: Path = field(metadata={"internal": True})
+    mail_domain: str = key(
+        None,
+        "The domain of the relay's addresses (a DNS name); an IPv4 address makes an IP-only "
+        "relay whose addresses look like name@[192.0.2.1].",
+        parse_domain,
+        heading="Relay",
+    )
+    mailboxes_dir: Path = key(
+        "/home/vmail/mail/{mail_domain}",
+        "Directory holding one directory per account: <mailboxes_dir>/<address>/.",
+        parse_path,
+    )
+    vmail_user: str = key("vmail", "Unix user owning the mailboxes and running the daemons.")
+    nocreate_file: Path = key(
+        "/etc/chatmail-nocreate",
+        "While this file exists, no new accounts are created (existing ones keep working).",
+        parse_path,
+    )
+    username_min_length: int = key(
+        "9", "Shortest local part (before the @) a new account may have.", parse_int,
+        heading="Account creation",
+    )
+    username_max_length: int = key(
+        "9", "Longest local part (before the @) a new account may have.", parse_int
+    )
+    password_min_length: int = key("9", "Shortest password a new account may have.", parse_int)
+    max_load_1m: float = key(
+        "5", "No new accounts while the 1-minute load average is above this.", parse_float
+    )
+    min_available_memory: int = key(
+        "200M", "No new accounts while less memory than this is available.", parse_size
+    )
+    min_free_disk_space: int = key(
+        "1G", "No new accounts while the mailboxes' file system has less free space.", parse_size
+    )
+    max_user_send_per_minute: int = key(
+        "60", "Messages one account may send per minute.", parse_int, heading="Limits"
+    )
+    max_user_send_burst_size: int = key(
+        "10", "Messages one account may send at once before the per-minute limit applies.",
+        parse_int,
+    )
+    max_mailbox_size: int = key("500M", "Quota of one mailbox.", parse_size)
+    max_message_size: int = key("31457280", "Largest message accepted, in bytes.", parse_int)
+    delete_mails_after: int = key(
+        "20", "Days after which messages are deleted.", parse_int, heading="Expiry"
+    )
+    delete_large_after: int = key(
+        "7", "Days after which large messages (over 200k) are deleted.", parse_int
+    )
+    delete_inactive_users_after: int = key(
+        "90", "Days without a login after which an account and its mail are deleted.", parse_int
+    )
+    passthrough_senders: tuple[str, ...] = key(
+        "", "Addresses of this relay allowed to send unencrypted mail (space-separated).",
+        parse_list, heading="Unencrypted mail",
+    )
+    passthrough_recipients: tuple[str, ...] = key(
+        "",
+        "Recipients that may receive unencrypted mail from this relay (space-separated; "
+        "an item starting with @ allows a whole domain).",
+        parse_list,
+    )
+    filtermail_smtp_port: int = key(
+        "10080", "Loopback port of the outgoing mail filter.", parse_int, heading="Local ports"
+    )
+    filtermail_smtp_port_incoming: int = key(
+        "10081", "Loopback port of the incoming mail filter.", parse_int
+    )
+    postfix_reinject_port: int = key(
+        "10025", "Loopback port where Postfix takes back filtered outgoing mail.", parse_int
+    )
+    postfix_reinject_port_incoming: int = key(
+        "10026", "Loopback port where Postfix takes back filtered incoming mail.", parse_int
+    )
+    disable_ipv6: bool = key("false", "Set to true on hosts without IPv6.", parse_bool,
+                             heading="Deployment")
+    acme_email: str = key("", "Contact address given to the certificate authority.")
+    iroh_relay: str = key(
+        "",
+        "URL of the iroh relay offered to clients; empty means https://iroh.<mail_domain>.",
+    )
+    turn_socket_path: Path = key(
+        "/run/chatmail-turn/turn.socket", "Socket of the TURN credentials service.", parse_path
+    )
+    mtail_address: str = key("", "Address where mtail serves metrics; empty disables it.")
+    www_folder: str = key("", "Directory of the relay's web pages; empty uses the built-in ones.")
+    imap_rawlog: bool = key(
+        "false", "Record IMAP sessions per mailbox (debugging only; files grow).", parse_bool,
+        heading="Debugging",
+    )
+    imap_compress: bool = key("false", "Offer IMAP COMPRESS=DEFLATE.", parse_bool)
+    privacy_postal: str = key("", "Postal address of the privacy contact.",
+                              heading="Privacy policy")
+    privacy_mail: str = key("", "E-mail address of the privacy contact.")
+    privacy_pdo: str = key("", "Postal address of the data protection officer.")
+    privacy_supervisor: str = key("", "Postal address of the supervisory authority.")
+
+    @property
+    def is_ip_relay(self) -> bool:
+        return _is_ipv4(self.mail_domain)
+
+    @property
+    def addr_domain(self) -> str:
+        """The domain as it appears in addresses: ``[192.0.2.1]`` for an IP-only relay."""
+        return f"[{self.mail_domain}]" if self.is_ip_relay else self.mail_domain
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _keys() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config) if not f.metadata.get("internal")]
+
+
+KNOWN_KEYS = frozenset(f.name for f in _keys())
+
+
+def parse(text: str, path: Path | str = "chatmail.ini") -> Config:
+    """Parse chatmail.ini text; raise ConfigError naming file, key and value."""
+    path = Path(path)
+    ini = configparser.ConfigParser(interpolation=None)
+    try:
+        ini.read_string(text, source=str(path))
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: not an ini file: {exc}") from None
+    if not ini.has_section(SECTION):
+        raise ConfigError(f"{path}: no [{SECTION}] section")
+    raw = dict(ini.items(SECTION))
+    for name in sorted(set(raw) - KNOWN_KEYS):
+        log.warning("%s: unknown key %r in [%s] is ignored", path, name, SECTION)
+
+    values: dict[str, object] = {"path": path}
+    for f in _keys():  # mail_domain comes first: other defaults refer to it
+        text_value = raw.get(f.name)
+        if text_value is None:
+            default = f.metadata["default"]
+            if default is None:
+                raise ConfigError(f"{path}: required key {f.name!r} is missing in [{SECTION}]")
+            text_value = default.format(mail_domain=values.get("mail_domain", ""))
+        try:
+            values[f.name] = f.metadata["parse"](text_value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: key {f.name!r} has bad value {text_value!r}: {exc}") from None
+    return Config(**values)
+
+
+def load(path: Path | str) -> Config:
+    """Read and parse chatmail.ini at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse(text, path)
+
+
+def default_ini(mail_domain: str) -> str:
+    """A commented chatmail.ini for ``mail_domain`` listing every key at its default."""
+    mail_domain = parse_domain(mail_domain)
+    lines = [
+        "# chatmail.ini: settings of a chatmail relay.",
+        "# Every key below is at its default except mail_domain; edit and restart the relay.",
+        "",
+        f"[{SECTION}]",
+    ]
+    for f in _keys():
+        if f.metadata["heading"]:
+            lines += ["", f"## {f.metadata['heading']}"]
+        lines += ["", f"# {f.metadata['doc']}"]
+        default = f.metadata["default"]
+        value = mail_domain if default is None else default.format(mail_domain=mail_domain)
+        lines.append(f"{f.name} = {value}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def write_default(mail_domain: str, path: Path | str) -> Path:
+    """Write a default chatmail.ini; refuse to overwrite an existing file."""
+    path = Path(path)
+    text = default_ini(mail_domain)
+    with open(path, "x", encoding="utf-8") as fp:
+        fp.write(text)
+    return path

@@ -1,0 +1,66 @@
+"""The command line every dict daemon shares: ``NAME SOCKET_PATH CONFIG_PATH [options]``.
+
+The argument order is that of existing chatmail relays' unit files, so they keep working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config
+from .dictserver import DictHandler, run_until_signalled, serve
+from .logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DaemonArgs:
+    socket: Path
+    config: config.Config
+    socket_mode: int
+    socket_owner: str | None
+    socket_group: str | None
+
+
+def _mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode such as 660") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file mode")
+    return mode
+
+
+def parse_args(name: str, description: str, argv: list[str] | None) -> DaemonArgs:
+    """Parse the daemon's arguments, set up logging and load chatmail.ini (exit 2 if bad)."""
+    parser = argparse.ArgumentParser(prog=name, description=description)
+    parser.add_argument("socket", type=Path, metavar="SOCKET_PATH",
+                        help="Unix socket Dovecot connects to (proxy:SOCKET_PATH:name)")
+    parser.add_argument("config", type=Path, metavar="CONFIG_PATH", help="chatmail.ini")
+    parser.add_argument("--socket-mode", type=_mode, default=0o660,
+                        help="permissions of the socket, octal (default: 660)")
+    parser.add_argument("--socket-owner", help="user to own the socket (default: this process's)")
+    parser.add_argument("--socket-group", help="group to own the socket")
+    parser.add_argument("--debug", action="store_true", help="log each request's outcome")
+    args = parser.parse_args(argv)
+    setup_logging(name, logging.DEBUG if args.debug else logging.INFO)
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        parser.exit(2, f"{name}: {exc}\n")
+    return DaemonArgs(args.socket, cfg, args.socket_mode, args.socket_owner, args.socket_group)
+
+
+async def serve_until_signalled(args: DaemonArgs, handler: DictHandler) -> int:
+    """Serve ``handler`` on the daemon's socket until SIGTERM/SIGINT; the exit status."""
+    server = await serve(
+        args.socket, handler, args.socket_mode, args.socket_owner, args.socket_group
+    )
+    log.info("serving dict %r on %s", handler.name, args.socket)
+    await run_until_signalled(server, args.socket)
+    return 0

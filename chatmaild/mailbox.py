@@ -1,0 +1,135 @@
+"""The mailbox store: where an account lives on disk, and how files there are written.
+
+Layout (shared with existing chatmail relays, so operators switch without migrating)::
+
+    <mailboxes_dir>/<addr>/password             the Dovecot password hash, e.g. {SHA512-CRYPT}$6$...
+    <mailboxes_dir>/<addr>/enforceE2EEincoming  marker: incoming mail must be encrypted
+    <mailboxes_dir>/<addr>/                     also Dovecot's maildir (cur/ new/ tmp/)
+
+``user_dir`` is the only function that turns an address from the network into a path; everything
+else goes through it. Files are written atomically (temporary file, fsync, rename or link), so a
+crash or a full disk never leaves a half-written password file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+PASSWORD_FILE = "password"
+ENFORCE_E2EE_FILE = "enforceE2EEincoming"
+
+# RFC 5321 §4.5.3.1: 64 octets of local part, 254 of address (256 of path minus the brackets).
+MAX_LOCALPART = 64
+MAX_ADDRESS = 254
+_LOCALPART_RE = re.compile(r"[a-z0-9._-]+")
+_DOMAIN_RE = re.compile(
+    r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
+    r"|\[\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\]"
+)
+
+
+class InvalidAddress(ValueError):
+    """The address cannot name an account directory; the message says why."""
+
+
+def check_address(addr: str) -> tuple[str, str]:
+    """Return (localpart, domain) of a well-formed relay address, or raise InvalidAddress.
+
+    Only lowercase ``[a-z0-9._-]`` local parts: no ``/``, no NUL, no leading dot, no ``..``,
+    so the address is always a single, harmless path component.
+    """
+    if not isinstance(addr, str) or len(addr) > MAX_ADDRESS:
+        raise InvalidAddress("address too long")
+    if addr.count("@") != 1:
+        raise InvalidAddress("address needs exactly one @")
+    localpart, domain = addr.split("@")
+    if not localpart or len(localpart) > MAX_LOCALPART:
+        raise InvalidAddress("local part empty or too long")
+    if not _LOCALPART_RE.fullmatch(localpart):
+        raise InvalidAddress("local part has characters outside a-z 0-9 . _ -")
+    if localpart.startswith(".") or ".." in localpart:
+        raise InvalidAddress("local part starts with a dot or has two dots in a row")
+    if not _DOMAIN_RE.fullmatch(domain):
+        raise InvalidAddress("bad domain")
+    return localpart, domain
+
+
+def user_dir(mailboxes_dir: Path, addr: str) -> Path:
+    """The directory of account ``addr``; raises InvalidAddress for anything unsafe."""
+    check_address(addr)
+    return mailboxes_dir / addr
+
+
+def _write_temp(directory: Path, data: bytes, mode: int) -> str:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a part."""
+    tmp = _write_temp(path.parent, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; True if this call created it.
+
+    ``link()`` fails if the name exists, atomically across threads and processes, so of many
+    concurrent creators exactly one wins and the others can read the winner's complete file.
+    """
+    tmp = _write_temp(path.parent, data, mode)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True
+
+
+def read_password(udir: Path) -> str | None:
+    """The stored password hash of the account in ``udir``, or None if there is no account."""
+    try:
+        text = (udir / PASSWORD_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not text:
+        raise OSError(f"{udir / PASSWORD_FILE} is empty")
+    # a bare crypt(3) hash (written without Dovecot's {SCHEME} prefix) is still verifiable
+    if text.startswith("$"):
+        return "{CRYPT}" + text
+    return text
+
+
+def create_account(udir: Path, password_hash: str) -> tuple[str, bool]:
+    """Create the account in ``udir`` unless it exists; return (hash on disk, created?).
+
+    Safe against any number of concurrent creators, in threads or processes: exactly one
+    password file wins, and every caller gets the hash that is on disk afterwards.
+    """
+    udir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    marker = udir / ENFORCE_E2EE_FILE
+    if not marker.exists():
+        atomic_write(marker, b"")
+    if create_exclusive(udir / PASSWORD_FILE, password_hash.encode("utf-8")):
+        return password_hash, True
+    stored = read_password(udir)
+    if stored is None:  # deleted in between (account expiry): the caller may retry
+        raise OSError(f"{udir / PASSWORD_FILE} vanished during creation")
+    return stored, False

@@ -1,0 +1,36 @@
+"""doveauth: Dovecot's passdb and userdb over the dict protocol; first login creates the account.
+
+Usage: ``doveauth SOCKET_PATH CONFIG_PATH`` (run as the vmail user; Dovecot's auth-worker
+connects with ``uri = proxy:SOCKET_PATH:auth``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from chatmaild.daemon import parse_args, serve_until_signalled
+
+from .auth import AuthDict, AuthSettings
+from .hashing import Hasher
+
+log = logging.getLogger("doveauth")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args("doveauth", __doc__, argv)
+    settings = AuthSettings.from_config(args.config)
+    return asyncio.run(_run(args, settings))
+
+
+async def _run(args, settings: AuthSettings) -> int:
+    with Hasher() as hasher:
+        await hasher.warm_up()
+        log.info(
+            "accounts under %s, %d hashing workers", settings.mailboxes_dir, hasher.workers
+        )
+        return await serve_until_signalled(args, AuthDict(settings, hasher))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

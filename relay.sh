@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# relay.sh: the two commands of the README, for a fresh Debian 12 machine, as root.
+#
+#   ./relay.sh up       install what is needed, then bring up a relay on loopback (see README)
+#   ./relay.sh down     stop it            ./relay.sh status   say what runs
+#   ./relay.sh test     install what the tests need, then run them
+#
+# Installs Debian's packages, creates the vmail user and builds a venv from Debian's
+# /usr/bin/python3 in a world-readable place (the daemons run as vmail and must execute it).
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+
+PREFIX=${CHATMAIL_PREFIX:-/usr/local/lib/chatmaild}
+VENV=$PREFIX/venv
+TEST_VENV=$PREFIX/venv-test
+PACKAGES="dovecot-core dovecot-imapd supervisor python3-venv"
+
+need_root() {
+    if [ "$(id -u)" != 0 ]; then echo "relay.sh: run as root" >&2; exit 1; fi
+}
+
+install_packages() {
+    # apt-get update only when something is missing: running up again stays fast and offline
+    local missing="" p
+    for p in $PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    [ -n "$missing" ] || return 0
+    echo "relay.sh: installing Debian packages:$missing"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+}
+
+create_vmail() {
+    if ! id vmail >/dev/null 2>&1; then
+        useradd --system --user-group --home-dir /home/vmail --create-home --shell /usr/sbin/nologin vmail
+    fi
+}
+
+build_venv() {  # build_venv DIR [EXTRAS]
+    local venv=$1 extras=${2:-}
+    if [ ! -x "$venv/bin/python" ]; then
+        mkdir -p "$(dirname "$venv")"
+        chmod 755 "$(dirname "$venv")"
+        /usr/bin/python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --upgrade pip
+    fi
+    "$venv/bin/pip" install -q --upgrade ".$extras"
+    chmod -R a+rX "$venv"
+}
+
+install_all() {
+    need_root
+    install_packages
+    create_vmail
+}
+
+cmd=${1:-}
+case "$cmd" in
+    up|render)
+        install_all
+        build_venv "$VENV"
+        exec "$VENV/bin/chatmail-relay" "$@"
+        ;;
+    down|status|init)
+        if [ ! -x "$VENV/bin/chatmail-relay" ]; then
+            [ "$cmd" = init ] || { echo "not installed: nothing runs"; exit 0; }
+            install_all
+            build_venv "$VENV"
+        fi
+        exec "$VENV/bin/chatmail-relay" "$@"
+        ;;
+    test)
+        shift
+        install_all
+        build_venv "$TEST_VENV" "[test]"
+        exec "$TEST_VENV/bin/python" -m pytest "$@"
+        ;;
+    *)
+        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+        exit 2
+        ;;
+esac

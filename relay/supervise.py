@@ -1,0 +1,131 @@
+"""Bring a rendered relay up and down under Debian's supervisord, and say what runs.
+
+``up`` prepares directories (sockets and mailboxes owned by the vmail user), renders the
+configuration, starts a private ``supervisord`` (Dovecot, doveauth, lastlogin) or, if one runs
+already, restarts it only if the configuration changed, then waits until IMAP answers.
+``down`` stops everything ``up`` started; ``status`` lists it. Needs root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from chatmaild.config import Config
+
+from .render import Layout, RenderParams, render
+
+SUPERVISORD = "supervisord"
+SUPERVISORCTL = "supervisorctl"
+
+
+class RelayError(RuntimeError):
+    """The relay could not be brought up or down; the message says what to look at."""
+
+
+def prepare(config: Config, layout: Layout, params: RenderParams) -> list[Path]:
+    """Create the state directory tree and render into it; return the files that changed."""
+    try:
+        vmail = pwd.getpwnam(config.vmail_user)
+    except KeyError:
+        raise RelayError(f"unix user {config.vmail_user!r} does not exist (vmail_user)") from None
+    for directory in (layout.state_dir, layout.log_dir, layout.dovecot_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)
+    layout.socket_dir.mkdir(exist_ok=True)
+    os.chown(layout.socket_dir, vmail.pw_uid, vmail.pw_gid)
+    layout.socket_dir.chmod(0o755)
+    if not config.mailboxes_dir.exists():
+        config.mailboxes_dir.mkdir(parents=True, mode=0o700)
+        os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
+    return render(config, layout, RenderParams(**{**params.__dict__, "vmail_uid": vmail.pw_uid}))
+
+
+def _ctl(layout: Layout, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SUPERVISORCTL, "-c", str(layout.supervisord_conf), *args],
+        capture_output=True, text=True, check=check, stdin=subprocess.DEVNULL,
+    )
+
+
+def supervisord_pid(layout: Layout) -> int | None:
+    """The pid of this relay's supervisord if it runs, else None (a stale pidfile is removed)."""
+    try:
+        pid = int(layout.supervisord_pid.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError):
+        return None
+    except ProcessLookupError:
+        layout.supervisord_pid.unlink(missing_ok=True)
+        return None
+    return pid
+
+
+def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30) -> bool:
+    """Start the relay, or restart it if its configuration changed; True if anything started."""
+    if shutil.which(SUPERVISORD) is None:
+        raise RelayError("supervisord not found: install Debian's supervisor package")
+    changed = prepare(config, layout, params)
+    started = True
+    if supervisord_pid(layout) is None:
+        subprocess.run(
+            [SUPERVISORD, "-c", str(layout.supervisord_conf)],
+            check=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    elif changed:
+        _ctl(layout, "reread")
+        _ctl(layout, "update")
+        _ctl(layout, "restart", "all")
+    else:
+        started = False
+    wait_ready(layout, params, timeout)
+    return started
+
+
+def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
+    """Wait until the daemons' sockets exist and Dovecot greets on the IMAP port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sockets = layout.doveauth_socket.exists() and layout.lastlogin_socket.exists()
+        if sockets and _imap_greets(params.listen, params.ports.imap):
+            return
+        if time.monotonic() > deadline:
+            raise RelayError(
+                f"relay not ready after {timeout:.0f}s: see {layout.log_dir}/ and "
+                f"'{SUPERVISORCTL} -c {layout.supervisord_conf} status'"
+            )
+        time.sleep(0.1)
+
+
+def _imap_greets(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2) as s:
+        return s.recv(100).startswith(b"* OK")
+    return False
+
+
+def down(layout: Layout, timeout: float = 30) -> bool:
+    """Stop supervisord and everything under it; True if something was running."""
+    pid = supervisord_pid(layout)
+    if pid is None:
+        return False
+    _ctl(layout, "shutdown", check=False)
+    deadline = time.monotonic() + timeout
+    while supervisord_pid(layout) is not None:
+        if time.monotonic() > deadline:
+            raise RelayError(f"supervisord (pid {pid}) did not stop within {timeout:.0f}s")
+        time.sleep(0.1)
+    return True
+
+
+def status(layout: Layout) -> str:
+    """supervisorctl's status table, or a line saying nothing runs."""
+    if supervisord_pid(layout) is None:
+        return f"not running (state directory {layout.state_dir})"
+    return _ctl(layout, "status", check=False).stdout.rstrip()
