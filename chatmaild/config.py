@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 SECTION = "params"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]?)B?$", re.IGNORECASE)
-_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
 
 
 class ConfigError(ValueError):
@@ -49,10 +50,10 @@ def parse_bool(text: str) -> bool:
 
 
 def parse_int(text: str) -> int:
-    value = int(text.strip())
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError("expected a whole number such as 9")
+    return int(value)
 
 
 def parse_float(text: str) -> float:
@@ -72,13 +73,19 @@ def parse_str(text: str) -> str:
 
 def parse_domain(text: str) -> str:
     """A DNS name, or an IPv4 address (written with or without brackets) for an IP-only relay."""
-    value = text.strip().lower().removeprefix("[").removesuffix("]")
+    value = text.strip().lower()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
     try:
         ipaddress.IPv4Address(value)
         return value
     except ValueError:
         pass
-    if not _HOSTNAME_RE.match(value):
+    if value.rsplit(".", 1)[-1].isdigit():
+        raise ValueError(
+            "not a valid IPv4 address (nor a domain name: no top-level domain is numeric)"
+        )
+    if not _HOSTNAME_RE.fullmatch(value):
         raise ValueError("expected a domain name such as chat.example.org or an IPv4 address")
     return value
 
@@ -125,7 +132,9 @@ class Config:
         parse_path,
     )
     username_min_length: int = key(
-        "9", "Shortest local part (before the @) a new account may have.", parse_int,
+        "9",
+        "Shortest local part (before the @) a new account may have.",
+        parse_int,
         heading="Account creation",
     )
     username_max_length: int = key(
@@ -145,7 +154,8 @@ class Config:
         "60", "Messages one account may send per minute.", parse_int, heading="Limits"
     )
     max_user_send_burst_size: int = key(
-        "10", "Messages one account may send at once before the per-minute limit applies.",
+        "10",
+        "Messages one account may send at once before the per-minute limit applies.",
         parse_int,
     )
     max_mailbox_size: int = key("500M", "Quota of one mailbox.", parse_size)
@@ -160,8 +170,10 @@ class Config:
         "90", "Days without a login after which an account and its mail are deleted.", parse_int
     )
     passthrough_senders: tuple[str, ...] = key(
-        "", "Addresses of this relay allowed to send unencrypted mail (space-separated).",
-        parse_list, heading="Unencrypted mail",
+        "",
+        "Addresses of this relay allowed to send unencrypted mail (space-separated).",
+        parse_list,
+        heading="Unencrypted mail",
     )
     passthrough_recipients: tuple[str, ...] = key(
         "",
@@ -181,8 +193,9 @@ class Config:
     postfix_reinject_port_incoming: int = key(
         "10026", "Loopback port where Postfix takes back filtered incoming mail.", parse_int
     )
-    disable_ipv6: bool = key("false", "Set to true on hosts without IPv6.", parse_bool,
-                             heading="Deployment")
+    disable_ipv6: bool = key(
+        "false", "Set to true on hosts without IPv6.", parse_bool, heading="Deployment"
+    )
     acme_email: str = key("", "Contact address given to the certificate authority.")
     iroh_relay: str = key(
         "",
@@ -194,12 +207,15 @@ class Config:
     mtail_address: str = key("", "Address where mtail serves metrics; empty disables it.")
     www_folder: str = key("", "Directory of the relay's web pages; empty uses the built-in ones.")
     imap_rawlog: bool = key(
-        "false", "Record IMAP sessions per mailbox (debugging only; files grow).", parse_bool,
+        "false",
+        "Record IMAP sessions per mailbox (debugging only; files grow).",
+        parse_bool,
         heading="Debugging",
     )
     imap_compress: bool = key("false", "Offer IMAP COMPRESS=DEFLATE.", parse_bool)
-    privacy_postal: str = key("", "Postal address of the privacy contact.",
-                              heading="Privacy policy")
+    privacy_postal: str = key(
+        "", "Postal address of the privacy contact.", heading="Privacy policy"
+    )
     privacy_mail: str = key("", "E-mail address of the privacy contact.")
     privacy_pdo: str = key("", "Postal address of the data protection officer.")
     privacy_supervisor: str = key("", "Postal address of the supervisory authority.")
@@ -254,13 +270,15 @@ def parse(text: str, path: Path | str = "chatmail.ini") -> Config:
         try:
             values[f.name] = f.metadata["parse"](text_value)
         except ValueError as exc:
-            raise ConfigError(f"{path}: key {f.name!r} has bad value {text_value!r}: {exc}") from None
+            raise ConfigError(
+                f"{path}: key {f.name!r} has bad value {text_value!r}: {exc}"
+            ) from None
     return Config(**values)
 
 
 def load(path: Path | str) -> Config:
-    """Read and parse chatmail.ini at ``path``."""
-    path = Path(path)
+    """Read and parse chatmail.ini at ``path`` (kept absolute: daemons get it passed on)."""
+    path = Path(path).absolute()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

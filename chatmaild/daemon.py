@@ -39,11 +39,19 @@ def _mode(text: str) -> int:
 def parse_args(name: str, description: str, argv: list[str] | None) -> DaemonArgs:
     """Parse the daemon's arguments, set up logging and load chatmail.ini (exit 2 if bad)."""
     parser = argparse.ArgumentParser(prog=name, description=description)
-    parser.add_argument("socket", type=Path, metavar="SOCKET_PATH",
-                        help="Unix socket Dovecot connects to (proxy:SOCKET_PATH:name)")
+    parser.add_argument(
+        "socket",
+        type=Path,
+        metavar="SOCKET_PATH",
+        help="Unix socket Dovecot connects to (proxy:SOCKET_PATH:name)",
+    )
     parser.add_argument("config", type=Path, metavar="CONFIG_PATH", help="chatmail.ini")
-    parser.add_argument("--socket-mode", type=_mode, default=0o660,
-                        help="permissions of the socket, octal (default: 660)")
+    parser.add_argument(
+        "--socket-mode",
+        type=_mode,
+        default=0o660,
+        help="permissions of the socket, octal (default: 660)",
+    )
     parser.add_argument("--socket-owner", help="user to own the socket (default: this process's)")
     parser.add_argument("--socket-group", help="group to own the socket")
     parser.add_argument("--debug", action="store_true", help="log each request's outcome")

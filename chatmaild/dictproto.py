@@ -14,7 +14,8 @@ Dovecot's ``str_tabescape`` (``\\001`` followed by ``1``, ``t``, ``r``, ``n`` or
     I<flags>\\t<max rows>\\t<path>[\\t<user>]                iterate
     B<id>[\\t<user>]   C<id>   D<id>   R<id>                begin, commit, async commit, rollback
     S<id>\\t<key>\\t<value>   U<id>\\t<key>   P<id>\\t<key>\\t<value>
-    A<id>\\t<key>\\t<diff>    T<id>\\t<secs>\\t<nsecs>          set, unset, append, atomic inc, timestamp
+    A<id>\\t<key>\\t<diff>    T<id>\\t<secs>\\t<nsecs>
+                                        set, unset, append, atomic inc, timestamp
 
 Replies: lookup ``O<value>`` / ``N`` / ``F<error>``; iterate ``O<key>\\t<value>`` rows ended by an
 empty line (``F`` if it failed); commit ``O<id>`` / ``N<id>`` / ``F<id>`` (``A`` first for ``D``).
@@ -23,6 +24,7 @@ Transaction ids are chosen by the client and are local to its connection.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # dict-client.h: DICT_CLIENT_MAX_LINE_LENGTH
@@ -139,14 +141,27 @@ class Timestamp:
 
 
 Request = (
-    Hello | Lookup | Iterate | Begin | Commit | Rollback | Set | Unset | Append | AtomicInc | Timestamp
+    Hello
+    | Lookup
+    | Iterate
+    | Begin
+    | Commit
+    | Rollback
+    | Set
+    | Unset
+    | Append
+    | AtomicInc
+    | Timestamp
 )
 Change = Set | Unset | Append | AtomicInc | Timestamp
 
 
+_INT_RE = re.compile(r"-?[0-9]{1,19}")
+
+
 def _int(text: str, what: str) -> int:
-    # int() also takes " 1", "+1" and "1_0": the protocol only ever sends plain digits
-    if not text or not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 20:
+    # int() also takes " 1", "+1", "1_0" and non-ASCII digits: the protocol sends plain digits
+    if not _INT_RE.fullmatch(text):
         raise DictProtocolError(f"{what} is not a number")
     return int(text)
 
@@ -286,9 +301,7 @@ def encode_iterate(rows: list[tuple[str, str]] | Failed, flags: int = 0) -> byte
     if isinstance(rows, Failed):
         return b"F\n"
     with_value = not flags & ITERATE_FLAG_NO_VALUE
-    out = [
-        "O" + escape(k) + "\t" + (escape(v) if with_value else "") + "\n" for k, v in rows
-    ]
+    out = ["O" + escape(k) + "\t" + (escape(v) if with_value else "") + "\n" for k, v in rows]
     out.append("\n")
     return _bytes("".join(out))
 

@@ -61,7 +61,7 @@ class DictHandler:
 
     def commit(
         self, txn: Transaction
-    ) -> dp.NotFound | dp.Failed | None | Awaitable[dp.NotFound | dp.Failed | None]:
+    ) -> dp.NotFound | dp.Failed | Awaitable[dp.NotFound | dp.Failed | None] | None:
         return dp.Failed("this dict is read-only")
 
 
@@ -98,7 +98,7 @@ class DictConnection(asyncio.Protocol):
         if len(self._buf) > dp.MAX_LINE:
             self._buf = b""
             self._discarding = True
-            self._bad_line("line longer than %d bytes" % dp.MAX_LINE)
+            self._bad_line(f"line longer than {dp.MAX_LINE} bytes")
 
     # -- dispatch --------------------------------------------------------------------------------
 
@@ -121,7 +121,9 @@ class DictConnection(asyncio.Protocol):
         if req.major not in dp.PROTOCOL_MAJORS:
             log.error(
                 "%s: client speaks dict protocol %d, not one of %s: closing",
-                req.dict_name, req.major, dp.PROTOCOL_MAJORS,
+                req.dict_name,
+                req.major,
+                dp.PROTOCOL_MAJORS,
             )
             if self.transport:
                 self.transport.close()

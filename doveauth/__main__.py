@@ -26,9 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(args, settings: AuthSettings) -> int:
     with Hasher() as hasher:
         await hasher.warm_up()
-        log.info(
-            "accounts under %s, %d hashing workers", settings.mailboxes_dir, hasher.workers
-        )
+        log.info("accounts under %s, %d hashing workers", settings.mailboxes_dir, hasher.workers)
         return await serve_until_signalled(args, AuthDict(settings, hasher))
 
 

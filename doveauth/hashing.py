@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
-
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 try:
     import crypt_r

@@ -1,9 +1,9 @@
 """chatmail-relay: write chatmail.ini, render the relay's configuration, bring it up and down.
 
-    chatmail-relay init DOMAIN [PATH]        write a commented default chatmail.ini
-    chatmail-relay up [--config ...]         render, start (or restart if changed), wait for IMAP
-    chatmail-relay down | status             stop it / say what runs
-    chatmail-relay render                    only render the configuration
+chatmail-relay init DOMAIN [PATH]        write a commented default chatmail.ini
+chatmail-relay up [--config ...]         render, start (or restart if changed), wait for IMAP
+chatmail-relay down | status             stop it / say what runs
+chatmail-relay render                    only render the configuration
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ DEFAULT_DOMAIN = "127.0.0.1"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatmail-relay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="chatmail-relay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="write a commented default chatmail.ini")
     init.add_argument("domain", help="the relay's mail domain (or an IPv4 address)")
@@ -40,14 +43,25 @@ def _parser() -> argparse.ArgumentParser:
         ("render", "render the configuration only"),
     ):
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                         help=f"rendered configuration, sockets, logs (default {DEFAULT_STATE_DIR})")
+        cmd.add_argument(
+            "--state-dir",
+            type=Path,
+            default=DEFAULT_STATE_DIR,
+            help=f"rendered configuration, sockets, logs (default {DEFAULT_STATE_DIR})",
+        )
         if name in ("up", "render"):
-            cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                             help=f"chatmail.ini (default {DEFAULT_CONFIG})")
-            cmd.add_argument("--domain", default=DEFAULT_DOMAIN,
-                             help="mail domain for a new chatmail.ini if there is none "
-                                  f"(default {DEFAULT_DOMAIN}: an IP-only relay)")
+            cmd.add_argument(
+                "--config",
+                type=Path,
+                default=DEFAULT_CONFIG,
+                help=f"chatmail.ini (default {DEFAULT_CONFIG})",
+            )
+            cmd.add_argument(
+                "--domain",
+                default=DEFAULT_DOMAIN,
+                help="mail domain for a new chatmail.ini if there is none "
+                f"(default {DEFAULT_DOMAIN}: an IP-only relay)",
+            )
             cmd.add_argument("--listen", default="127.0.0.1", help="address Dovecot listens on")
             cmd.add_argument("--imap-port", type=int, default=143)
     return parser
@@ -81,7 +95,8 @@ Not yet: SMTP/Postfix, mail filtering, push notifications, TLS, expiry.
   password:    {password}
 
 That account does not exist yet: the first login creates it. For example:
-  python3 -c "import imaplib; c = imaplib.IMAP4('{host}', {port}); print(c.login('{addr}', '{password}'))"
+  python3 -c "import imaplib; c = imaplib.IMAP4('{host}', {port}); \\
+print(c.login('{addr}', '{password}'))"
 
 Logs: {layout.log_dir}/   Accounts: {cfg.mailboxes_dir}/   Stop: ./relay.sh down""")
 

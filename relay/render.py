@@ -115,7 +115,9 @@ def render(config: Config, layout: Layout, params: RenderParams | None = None) -
         try:
             vmail_uid = pwd.getpwnam(config.vmail_user).pw_uid
         except KeyError:
-            raise SystemExit(f"unix user {config.vmail_user!r} (vmail_user) does not exist") from None
+            raise SystemExit(
+                f"unix user {config.vmail_user!r} (vmail_user) does not exist"
+            ) from None
     # the daemons read chatmail.ini when they start: a changed file must change the rendering
     digest = hashlib.sha256(config.path.read_bytes()).hexdigest() if config.path.exists() else ""
     context = {

@@ -50,7 +50,10 @@ def prepare(config: Config, layout: Layout, params: RenderParams) -> list[Path]:
 def _ctl(layout: Layout, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
         [SUPERVISORCTL, "-c", str(layout.supervisord_conf), *args],
-        capture_output=True, text=True, check=check, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=check,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -76,8 +79,10 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
     if supervisord_pid(layout) is None:
         subprocess.run(
             [SUPERVISORD, "-c", str(layout.supervisord_conf)],
-            check=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     elif changed:
         _ctl(layout, "reread")
@@ -90,11 +95,11 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
 
 
 def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
-    """Wait until the daemons' sockets exist and Dovecot greets on the IMAP port."""
+    """Wait until every program is RUNNING, the sockets exist and Dovecot greets on IMAP."""
     deadline = time.monotonic() + timeout
     while True:
         sockets = layout.doveauth_socket.exists() and layout.lastlogin_socket.exists()
-        if sockets and _imap_greets(params.listen, params.ports.imap):
+        if sockets and _imap_greets(params.listen, params.ports.imap) and _all_running(layout):
             return
         if time.monotonic() > deadline:
             raise RelayError(
@@ -102,6 +107,11 @@ def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
                 f"'{SUPERVISORCTL} -c {layout.supervisord_conf} status'"
             )
         time.sleep(0.1)
+
+
+def _all_running(layout: Layout) -> bool:
+    lines = _ctl(layout, "status", check=False).stdout.splitlines()
+    return bool(lines) and all(line.split()[1:2] == ["RUNNING"] for line in lines)
 
 
 def _imap_greets(host: str, port: int) -> bool:

@@ -1,0 +1,110 @@
+"""The README's first command's code path: chatmail-relay init/up/status/down, then an IMAP login.
+
+Runs the installed ``chatmail-relay`` console script as ``./relay.sh up`` does, but with its own
+state directory, chatmail.ini and port, for an IP-only relay (addresses like name@[127.0.0.1]).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from helpers_env import free_port, require_binary, require_root
+from relays import bin_dir
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(bin_dir() / "chatmail-relay"), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def setup():
+    require_root()
+    for binary in ("dovecot", "supervisord", "supervisorctl"):
+        require_binary(binary)
+    tmp = Path(tempfile.mkdtemp(prefix="chatmail-up-"))
+    tmp.chmod(0o755)
+    ini = tmp / "chatmail.ini"
+    state = tmp / "state"
+    yield tmp, ini, state
+    run("down", "--state-dir", str(state))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_up_login_status_down(setup):
+    tmp, ini, state = setup
+    assert run("init", "127.0.0.1", str(ini)).returncode == 0
+    text = ini.read_text()
+    assert "mail_domain = 127.0.0.1" in text
+    ini.write_text(
+        text.replace("mailboxes_dir = /home/vmail/mail/127.0.0.1", f"mailboxes_dir = {tmp}/mail")
+        .replace("nocreate_file = /etc/chatmail-nocreate", f"nocreate_file = {tmp}/nocreate")
+        .replace("min_free_disk_space = 1G", "min_free_disk_space = 1M")
+        .replace("min_available_memory = 200M", "min_available_memory = 1M")
+        .replace("max_load_1m = 5", "max_load_1m = 1000")
+    )
+    port = free_port()
+    args = ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(port))
+
+    up = run("up", *args)
+    assert up.returncode == 0, up.stderr
+    addr = re.search(r"address:\s+(\S+)", up.stdout).group(1)
+    password = re.search(r"password:\s+(\S+)", up.stdout).group(1)
+    assert re.fullmatch(r"[a-z0-9]{9}@\[127\.0\.0\.1\]", addr)
+    assert f"127.0.0.1 port {port}" in up.stdout
+
+    conn = imaplib.IMAP4("127.0.0.1", port, timeout=30)
+    assert conn.login(addr, password)[0] == "OK"
+    conn.logout()
+    assert (tmp / "mail" / addr / "password").exists()
+
+    pid = (state / "supervisord.pid").read_text()
+    again = run("up", *args)  # running it again is harmless: nothing restarts
+    assert again.returncode == 0, again.stderr
+    assert (state / "supervisord.pid").read_text() == pid
+
+    status = run("status", "--state-dir", str(state)).stdout
+    for program in ("doveauth", "lastlogin", "dovecot"):
+        assert re.search(rf"{program}\s+RUNNING", status), status
+
+    down = run("down", "--state-dir", str(state))
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert "not running" in run("status", "--state-dir", str(state)).stdout
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    assert not os.path.exists(state / "supervisord.pid")
+    assert run("down", "--state-dir", str(state)).stdout.strip() == "was not running"
+
+
+def test_up_restarts_when_chatmail_ini_changes(setup):
+    tmp, ini, state = setup
+    ini.write_text(
+        f"[params]\nmail_domain = example.org\nmailboxes_dir = {tmp}/mail\n"
+        f"nocreate_file = {tmp}/nocreate\n"
+    )
+    args = ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(free_port()))
+    assert run("up", *args).returncode == 0
+    status = run("status", "--state-dir", str(state)).stdout
+    doveauth_pid = re.search(r"doveauth\s+RUNNING\s+pid (\d+)", status).group(1)
+    ini.write_text(ini.read_text() + "password_min_length = 12\n")
+    assert run("up", *args).returncode == 0
+    status = run("status", "--state-dir", str(state)).stdout
+    assert re.search(r"doveauth\s+RUNNING\s+pid (\d+)", status).group(1) != doveauth_pid
+
+
+def test_bad_chatmail_ini_is_reported_not_started(setup):
+    _tmp, ini, state = setup
+    ini.write_text("[params]\nmail_domain = example.org\nmax_load_1m = lots\n")
+    result = run("up", "--config", str(ini), "--state-dir", str(state))
+    assert result.returncode == 1
+    assert str(ini) in result.stderr and "max_load_1m" in result.stderr and "lots" in result.stderr
+    assert not state.exists()

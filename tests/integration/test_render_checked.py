@@ -1,0 +1,68 @@
+"""The rendered Dovecot configuration is one Debian's Dovecot accepts (checked with doveconf)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import require_binary
+
+from chatmaild import config
+from relay.render import Layout, Ports, RenderParams, render
+
+IMAP_PORT = 12345
+
+
+def _vmail_user_and_uid() -> tuple[str, int]:
+    """The vmail user if it exists, else the user running the tests (doveconf checks users)."""
+    try:
+        return "vmail", pwd.getpwnam("vmail").pw_uid
+    except KeyError:
+        uid = os.getuid()
+        return pwd.getpwuid(uid).pw_name, uid
+
+
+def _render(tmp_path: Path, domain: str) -> Layout:
+    user, uid = _vmail_user_and_uid()
+    ini = config.write_default(domain, tmp_path / "chatmail.ini")
+    if user != "vmail":
+        ini.write_text(ini.read_text().replace("vmail_user = vmail", f"vmail_user = {user}"))
+    layout = Layout(tmp_path / "state")
+    params = RenderParams(ports=Ports(imap=IMAP_PORT), vmail_uid=uid, bin_dir=Path("/x/bin"))
+    render(config.load(ini), layout, params)
+    return layout
+
+
+def _doveconf(doveconf: str, conf: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [doveconf, "-n", "-c", str(conf)], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("domain", ["chat.example.org", "127.0.0.1"])
+def test_doveconf_accepts_the_rendered_dovecot_conf(tmp_path, domain):
+    doveconf = require_binary("doveconf")
+    layout = _render(tmp_path, domain)
+    result = _doveconf(doveconf, layout.dovecot_conf)
+    assert result.returncode == 0, result.stderr
+    # doveconf -n prints the settings as Dovecot understood them
+    assert f"port = {IMAP_PORT}" in result.stdout
+    assert f"args = {layout.auth_dict_conf}" in result.stdout
+    assert f"last_login_dict = proxy:{layout.lastlogin_socket}:lastlogin" in result.stdout
+    assert f"first_valid_uid = {_vmail_user_and_uid()[1]}" in result.stdout
+    # doveconf expands $mail_plugins: the plugin list of protocol imap must name last_login
+    assert re.search(r"^\s*mail_plugins = .*\blast_login\b", result.stdout, flags=re.MULTILINE)
+
+
+def test_doveconf_check_is_not_vacuous(tmp_path):
+    doveconf = require_binary("doveconf")
+    layout = _render(tmp_path, "chat.example.org")
+    broken = layout.dovecot_conf.with_name("broken.conf")
+    broken.write_text(layout.dovecot_conf.read_text() + "\nno_such_dovecot_setting = 1\n")
+    result = _doveconf(doveconf, broken)
+    assert result.returncode != 0
+    assert "no_such_dovecot_setting" in result.stderr

@@ -1,0 +1,304 @@
+"""chatmail.ini parsing: the defaults of existing relays, clear errors, and the default file."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from chatmaild import config
+from chatmaild.config import Config, ConfigError
+
+DOMAIN = "chat.example.org"
+MINIMAL = f"[params]\nmail_domain = {DOMAIN}\n"
+
+# The values of existing chatmail relays' chatmail.ini, as parsed.
+EXPECTED_DEFAULTS = {
+    "mail_domain": DOMAIN,
+    "mailboxes_dir": Path(f"/home/vmail/mail/{DOMAIN}"),
+    "vmail_user": "vmail",
+    "nocreate_file": Path("/etc/chatmail-nocreate"),
+    "username_min_length": 9,
+    "username_max_length": 9,
+    "password_min_length": 9,
+    "max_user_send_per_minute": 60,
+    "max_user_send_burst_size": 10,
+    "max_mailbox_size": 500 * 1024**2,
+    "max_message_size": 31457280,
+    "delete_mails_after": 20,
+    "delete_large_after": 7,
+    "delete_inactive_users_after": 90,
+    "filtermail_smtp_port": 10080,
+    "filtermail_smtp_port_incoming": 10081,
+    "postfix_reinject_port": 10025,
+    "postfix_reinject_port_incoming": 10026,
+    "max_load_1m": 5.0,
+    "min_available_memory": 200 * 1024**2,
+    "min_free_disk_space": 1024**3,
+    "passthrough_senders": (),
+    "passthrough_recipients": (),
+    "disable_ipv6": False,
+    "imap_rawlog": False,
+    "imap_compress": False,
+}
+
+
+def write(tmp_path: Path, text: str, name: str = "chatmail.ini") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(EXPECTED_DEFAULTS.items()))
+def test_minimal_ini_gets_the_defaults_of_existing_relays(tmp_path, name, expected):
+    cfg = config.load(write(tmp_path, MINIMAL))
+    assert getattr(cfg, name) == expected
+
+
+def test_load_records_the_path_it_read(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    assert config.load(path).path == path
+
+
+def test_dns_domain_is_not_an_ip_relay():
+    cfg = config.parse(MINIMAL)
+    assert not cfg.is_ip_relay
+    assert cfg.addr_domain == DOMAIN
+
+
+def test_mail_domain_is_lowercased():
+    assert config.parse("[params]\nmail_domain = Chat.Example.ORG\n").mail_domain == DOMAIN
+
+
+@pytest.mark.parametrize("written", ["1.2.3.4", "[1.2.3.4]"])
+def test_ipv4_mail_domain_with_or_without_brackets_makes_an_ip_relay(written):
+    cfg = config.parse(f"[params]\nmail_domain = {written}\n")
+    assert cfg.is_ip_relay
+    assert cfg.mail_domain == "1.2.3.4"
+    assert cfg.addr_domain == "[1.2.3.4]"
+    assert cfg.mailboxes_dir == Path("/home/vmail/mail/1.2.3.4")
+
+
+def test_explicit_values_override_defaults():
+    cfg = config.parse(
+        MINIMAL
+        + "max_mailbox_size = 2G\n"
+        + "max_load_1m = 1.5\n"
+        + "mailboxes_dir = /srv/mail\n"
+        + "passthrough_senders = a@x.org  b@x.org\n"
+        + "disable_ipv6 = yes\n"
+    )
+    assert cfg.max_mailbox_size == 2 * 1024**3
+    assert cfg.max_load_1m == 1.5
+    assert cfg.mailboxes_dir == Path("/srv/mail")
+    assert cfg.passthrough_senders == ("a@x.org", "b@x.org")
+    assert cfg.disable_ipv6 is True
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("mail_domain", "not a domain"),
+        ("mail_domain", "-bad-.example.org"),
+        ("mail_domain", "under_score.org"),
+        ("username_min_length", "nine"),
+        ("username_max_length", "-1"),
+        ("password_min_length", "9.5"),
+        ("max_message_size", "30MB-ish"),
+        ("max_mailbox_size", "500X"),
+        ("min_available_memory", "lots"),
+        ("min_free_disk_space", "-1G"),
+        ("max_load_1m", "high"),
+        ("max_load_1m", "-2"),
+        ("max_load_1m", "nan"),
+        ("mailboxes_dir", "relative/mail"),
+        ("nocreate_file", "chatmail-nocreate"),
+        ("turn_socket_path", "turn.socket"),
+        ("disable_ipv6", "maybe"),
+        ("imap_rawlog", "2"),
+        ("filtermail_smtp_port", "port"),
+        ("delete_inactive_users_after", "90d"),
+    ],
+)
+def test_bad_value_error_names_file_key_and_value(tmp_path, key, bad):
+    text = MINIMAL if key != "mail_domain" else "[params]\n"
+    path = write(tmp_path, text + f"{key} = {bad}\n")
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(path)
+    message = str(excinfo.value)
+    assert str(path) in message
+    assert key in message
+    assert bad in message
+
+
+def test_missing_mail_domain_is_a_clear_error(tmp_path):
+    path = write(tmp_path, "[params]\nusername_min_length = 9\n")
+    with pytest.raises(ConfigError, match="mail_domain") as excinfo:
+        config.load(path)
+    assert str(path) in str(excinfo.value)
+    assert "missing" in str(excinfo.value)
+
+
+def test_missing_params_section_is_a_clear_error(tmp_path):
+    path = write(tmp_path, "[other]\nmail_domain = chat.example.org\n")
+    with pytest.raises(ConfigError, match=r"\[params\]") as excinfo:
+        config.load(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_text_without_any_section_is_a_clear_error(tmp_path):
+    path = write(tmp_path, "mail_domain = chat.example.org\n")
+    with pytest.raises(ConfigError, match="not an ini file") as excinfo:
+        config.load(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_duplicate_key_is_a_clear_error(tmp_path):
+    path = write(tmp_path, MINIMAL + "mail_domain = other.example.org\n")
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "absent.ini"
+    with pytest.raises(ConfigError, match="cannot read") as excinfo:
+        config.load(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_directory_instead_of_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read") as excinfo:
+        config.load(tmp_path)
+    assert str(tmp_path) in str(excinfo.value)
+
+
+def test_non_utf8_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "chatmail.ini"
+    path.write_bytes(MINIMAL.encode() + b"privacy_postal = Stra\xdfe 1\n")
+    with pytest.raises(ConfigError, match="UTF-8") as excinfo:
+        config.load(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_unknown_key_logs_a_warning_naming_it_and_parsing_succeeds(tmp_path, caplog):
+    path = write(tmp_path, MINIMAL + "no_such_setting = 1\n")
+    with caplog.at_level(logging.WARNING, logger="chatmaild.config"):
+        cfg = config.load(path)
+    assert cfg.mail_domain == DOMAIN
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "no_such_setting" in warnings[0].getMessage()
+    assert str(path) in warnings[0].getMessage()
+
+
+def test_known_keys_log_no_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="chatmaild.config"):
+        config.parse(config.default_ini(DOMAIN))
+    assert caplog.records == []
+
+
+def test_config_is_immutable():
+    cfg = config.parse(MINIMAL)
+    with pytest.raises(AttributeError):
+        cfg.mail_domain = "other.org"  # type: ignore[misc]
+
+
+# -- the default file ----------------------------------------------------------------------------
+
+
+def test_default_ini_round_trips_to_all_defaults():
+    from_default = config.parse(config.default_ini(DOMAIN))
+    from_minimal = config.parse(MINIMAL)
+    assert from_default == from_minimal
+    for name, expected in EXPECTED_DEFAULTS.items():
+        assert getattr(from_default, name) == expected, name
+
+
+def test_default_ini_for_ip_relay_round_trips():
+    cfg = config.parse(config.default_ini("[192.0.2.1]"))
+    assert cfg.is_ip_relay
+    assert cfg.addr_domain == "[192.0.2.1]"
+    assert cfg.mailboxes_dir == Path("/home/vmail/mail/192.0.2.1")
+
+
+def test_default_ini_lists_every_known_key_once():
+    text = config.default_ini(DOMAIN)
+    assigned = re.findall(r"^(\w+) =", text, flags=re.MULTILINE)
+    assert sorted(assigned) == sorted(config.KNOWN_KEYS)
+    assert set(config.KNOWN_KEYS) >= set(EXPECTED_DEFAULTS)
+
+
+def test_default_ini_documents_every_key():
+    lines = config.default_ini(DOMAIN).splitlines()
+    for name in config.KNOWN_KEYS:
+        (index,) = [i for i, line in enumerate(lines) if line.startswith(f"{name} =")]
+        assert lines[index - 1].startswith("# "), name
+
+
+def test_default_ini_refuses_a_bad_domain():
+    with pytest.raises(ValueError):
+        config.default_ini("not a domain")
+
+
+def test_write_default_writes_a_loadable_file(tmp_path):
+    path = config.write_default(DOMAIN, tmp_path / "chatmail.ini")
+    cfg = config.load(path)
+    assert isinstance(cfg, Config)
+    assert cfg.mail_domain == DOMAIN
+    assert path.read_text() == config.default_ini(DOMAIN)
+
+
+def test_write_default_refuses_to_overwrite(tmp_path):
+    path = write(tmp_path, "[params]\nmail_domain = mine.example.org\n# operator's edits\n")
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        config.write_default(DOMAIN, path)
+    assert path.read_bytes() == before
+
+
+# -- value parsers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("31457280", 31457280),
+        ("1K", 1024),
+        ("500M", 500 * 1024**2),
+        ("500m", 500 * 1024**2),
+        ("500MB", 500 * 1024**2),
+        ("1G", 1024**3),
+        ("2T", 2 * 1024**4),
+        (" 1 G ", 1024**3),
+    ],
+)
+def test_sizes_use_binary_units_as_dovecot_does(text, expected):
+    assert config.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "M", "1.5G", "-1M", "1P", "1 G B", "0x10"])
+def test_malformed_sizes_are_refused(text):
+    with pytest.raises(ValueError):
+        config.parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("true", True),
+        ("Yes", True),
+        ("1", True),
+        ("on", True),
+        ("false", False),
+        ("NO", False),
+        ("0", False),
+        ("off", False),
+        ("", False),
+    ],
+)
+def test_booleans(text, expected):
+    assert config.parse_bool(text) is expected

@@ -1,0 +1,183 @@
+"""The relay renderer: what it writes for Dovecot and supervisord, and when it rewrites it."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shlex
+import stat
+from pathlib import Path
+
+import pytest
+
+from chatmaild import config
+from relay.render import Layout, Ports, RenderParams, render
+
+PARAMS = RenderParams(ports=Ports(imap=12345), vmail_uid=1234, bin_dir=Path("/x/bin"))
+
+
+@pytest.fixture
+def ini(tmp_path) -> Path:
+    return config.write_default("chat.example.org", tmp_path / "chatmail.ini")
+
+
+@pytest.fixture
+def cfg(ini) -> config.Config:
+    return config.load(ini)
+
+
+@pytest.fixture
+def layout(tmp_path) -> Layout:
+    return Layout(tmp_path / "state")
+
+
+def supervisord_sections(layout: Layout) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(layout.supervisord_conf.read_text())
+    return parser
+
+
+def setting(text: str, name: str) -> list[str]:
+    """Every value of ``name = value`` lines in a Dovecot-style file."""
+    return re.findall(rf"^\s*{re.escape(name)} = (.*)$", text, flags=re.MULTILINE)
+
+
+def test_first_render_writes_all_files(cfg, layout):
+    changed = render(cfg, layout, PARAMS)
+    expected = [layout.dovecot_conf, layout.auth_dict_conf, layout.supervisord_conf]
+    assert sorted(changed) == sorted(expected)
+    for path in expected:
+        assert path.is_file()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(layout.state_dir.stat().st_mode) == 0o755
+
+
+def test_dovecot_conf_has_port_uid_and_paths(cfg, layout):
+    render(cfg, layout, PARAMS)
+    text = layout.dovecot_conf.read_text()
+    assert setting(text, "port") == ["12345", "0"]  # imap, and imaps disabled
+    assert setting(text, "first_valid_uid") == ["1234"]
+    assert setting(text, "last_valid_uid") == ["1234"]
+    assert setting(text, "args") == [str(layout.auth_dict_conf)] * 2  # passdb and userdb
+    assert setting(text, "driver") == ["dict", "dict"]
+    assert setting(text, "base_dir") == [str(layout.dovecot_base_dir)]
+    assert setting(text, "state_dir") == [str(layout.dovecot_state_dir)]
+    assert setting(text, "listen") == ["127.0.0.1"]
+
+
+def test_dovecot_conf_records_logins_through_lastlogin(cfg, layout):
+    render(cfg, layout, PARAMS)
+    text = layout.dovecot_conf.read_text()
+    assert setting(text, "mail_plugins") == ["$mail_plugins last_login"]
+    assert setting(text, "last_login_dict") == [f"proxy:{layout.lastlogin_socket}:lastlogin"]
+    assert setting(text, "last_login_key") == ["last-login/%u"]
+
+
+def test_auth_worker_runs_as_vmail_user(cfg, layout):
+    render(cfg, layout, PARAMS)
+    text = layout.dovecot_conf.read_text()
+    block = re.search(r"service auth-worker \{(.*?)\}", text, flags=re.DOTALL)
+    assert block is not None
+    assert setting(block.group(1), "user") == ["vmail"]
+
+
+def test_auth_dict_conf_points_at_doveauth_with_password_key(cfg, layout):
+    render(cfg, layout, PARAMS)
+    text = layout.auth_dict_conf.read_text()
+    assert setting(text, "uri") == [f"proxy:{layout.doveauth_socket}:auth"]
+    assert setting(text, "password_key") == ['passdb/%Ew"%Eu']
+    assert setting(text, "user_key") == ["userdb/%Eu"]
+    assert setting(text, "iterate_prefix") == ["userdb/"]
+
+
+def test_supervisord_runs_dict_daemons_as_vmail_with_socket_and_config(cfg, layout, ini):
+    render(cfg, layout, PARAMS)
+    conf = supervisord_sections(layout)
+    for name, socket in (
+        ("doveauth", layout.doveauth_socket),
+        ("lastlogin", layout.lastlogin_socket),
+    ):
+        section = conf[f"program:{name}"]
+        assert shlex.split(section["command"]) == [f"/x/bin/{name}", str(socket), str(ini)]
+        assert section["user"] == "vmail"
+    dovecot = conf["program:dovecot"]
+    assert shlex.split(dovecot["command"]) == [
+        "/usr/sbin/dovecot",
+        "-F",
+        "-c",
+        str(layout.dovecot_conf),
+    ]
+    assert "user" not in dovecot  # Dovecot starts as root and drops privileges itself
+    assert conf["unix_http_server"]["file"] == str(layout.supervisor_socket)
+    assert conf["supervisorctl"]["serverurl"] == f"unix://{layout.supervisor_socket}"
+
+
+def test_doveauth_serves_the_socket_dovecot_asks(cfg, layout):
+    render(cfg, layout, PARAMS)
+    (uri,) = setting(layout.auth_dict_conf.read_text(), "uri")
+    command = shlex.split(supervisord_sections(layout)["program:doveauth"]["command"])
+    assert uri == f"proxy:{command[1]}:auth"
+
+
+def test_rendering_twice_changes_nothing(cfg, layout):
+    render(cfg, layout, PARAMS)
+    before = {p: p.stat().st_mtime_ns for p in layout.state_dir.rglob("*") if p.is_file()}
+    assert render(cfg, layout, PARAMS) == []
+    after = {p: p.stat().st_mtime_ns for p in layout.state_dir.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_changed_chatmail_ini_changes_supervisord_conf(ini, layout):
+    render(config.load(ini), layout, PARAMS)
+    old = layout.supervisord_conf.read_text()
+    ini.write_text(ini.read_text() + "# an operator's note\n")
+    changed = render(config.load(ini), layout, PARAMS)
+    assert changed == [layout.supervisord_conf]
+    assert layout.supervisord_conf.read_text() != old
+
+
+def test_changed_setting_changes_the_files_using_it(ini, layout):
+    render(config.load(ini), layout, PARAMS)
+    ini.write_text(ini.read_text().replace("vmail_user = vmail", "vmail_user = mailer"))
+    changed = render(config.load(ini), layout, PARAMS)
+    assert sorted(changed) == sorted([layout.dovecot_conf, layout.supervisord_conf])
+    conf = supervisord_sections(layout)
+    assert conf["program:doveauth"]["user"] == "mailer"
+
+
+def test_changed_port_rewrites_dovecot_conf_only(cfg, layout):
+    render(cfg, layout, PARAMS)
+    other = RenderParams(ports=Ports(imap=23456), vmail_uid=1234, bin_dir=Path("/x/bin"))
+    assert render(cfg, layout, other) == [layout.dovecot_conf]
+    assert setting(layout.dovecot_conf.read_text(), "port")[0] == "23456"
+
+
+def test_ip_relay_renders(tmp_path, layout):
+    ini = config.write_default("127.0.0.1", tmp_path / "ip.ini")
+    render(config.load(ini), layout, PARAMS)
+    assert "chatmail relay for 127.0.0.1" in layout.dovecot_conf.read_text()
+    # addresses of an IP relay are name@[127.0.0.1]: Dovecot must accept [ and ] in user names
+    (chars,) = setting(layout.dovecot_conf.read_text(), "auth_username_chars")
+    assert "[" in chars
+    assert "]" in chars
+
+
+def test_missing_vmail_user_is_a_clear_error(tmp_path, layout):
+    ini = tmp_path / "chatmail.ini"
+    ini.write_text("[params]\nmail_domain = chat.example.org\nvmail_user = no-such-user-here\n")
+    params = RenderParams(ports=Ports(imap=12345), bin_dir=Path("/x/bin"))
+    with pytest.raises(SystemExit, match="no-such-user-here"):
+        render(config.load(ini), layout, params)
+    assert not layout.dovecot_conf.exists()
+
+
+def test_config_loaded_from_relative_path_is_passed_to_daemons_absolute(
+    tmp_path, layout, monkeypatch
+):
+    # supervisord starts the daemons in the state directory (directory = <state_dir>), so a
+    # relative chatmail.ini path in their command line would name a file that is not there.
+    config.write_default("chat.example.org", tmp_path / "chatmail.ini")
+    monkeypatch.chdir(tmp_path)
+    render(config.load("chatmail.ini"), layout, PARAMS)
+    command = shlex.split(supervisord_sections(layout)["program:doveauth"]["command"])
+    assert command[2] == str(tmp_path / "chatmail.ini")
