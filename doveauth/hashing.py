@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 try:
     import crypt_r
@@ -21,6 +23,8 @@ except ImportError:  # Python before 3.13: the same module is still in the stand
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt as crypt_r
+
+log = logging.getLogger(__name__)
 
 SCHEME = "{SHA512-CRYPT}"
 WORKER_NICENESS = 10
@@ -40,11 +44,18 @@ def _lower_priority() -> None:
 
 
 class Hasher:
-    """A pool of hashing processes; ``await hasher.hash(pw)`` from the event loop."""
+    """A pool of hashing processes; ``await hasher.hash(pw)`` from the event loop.
+
+    If a worker dies (OOM killer, an operator's kill), the pool is replaced and the hash retried
+    once, so sign-ups keep working instead of failing until the daemon restarts.
+    """
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
-        self._pool = ProcessPoolExecutor(
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_lower_priority,
@@ -52,7 +63,15 @@ class Hasher:
 
     async def hash(self, password: str) -> str:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, hash_password, password)
+        pool = self._pool
+        try:
+            return await loop.run_in_executor(pool, hash_password, password)
+        except BrokenProcessPool:
+            if self._pool is pool:  # the first caller to notice replaces it
+                log.error("a hashing worker died: starting new workers")
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+            return await loop.run_in_executor(self._pool, hash_password, password)
 
     async def warm_up(self) -> None:
         """Start the workers now, so the first sign-up does not wait for them."""

@@ -252,3 +252,16 @@ def test_help_and_bad_config_exit_cleanly(tmp_path):
     )
     assert res.returncode == 2
     assert str(bad) in res.stderr and "username_min_length" in res.stderr and "nine" in res.stderr
+
+
+def test_sign_ups_survive_a_killed_hashing_worker(doveauth):
+    import psutil
+
+    workers = psutil.Process(doveauth.proc.pid).children()
+    assert workers, "doveauth hashes in worker processes"
+    for worker in workers:
+        worker.kill()
+    with DictClient(doveauth.socket) as c:
+        assert found(c.passdb(ADDR, PASSWORD))["password"].startswith("{SHA512-CRYPT}")
+        assert found(c.passdb("bcdefghij@example.org", PASSWORD))
+    assert "a hashing worker died" in doveauth.log_text()
