@@ -43,9 +43,12 @@ build_venv() {  # build_venv DIR [EXTRAS]
         mkdir -p "$(dirname "$venv")"
         chmod 755 "$(dirname "$venv")"
         /usr/bin/python3 -m venv "$venv"
-        "$venv/bin/pip" install -q --upgrade pip
     fi
-    "$venv/bin/pip" install -q --upgrade ".$extras"
+    if ! "$venv/bin/python" -c "import setuptools, wheel" 2>/dev/null; then
+        "$venv/bin/pip" install -q --upgrade pip setuptools wheel
+    fi
+    # no build isolation and no --upgrade: once installed, running up again needs no network
+    "$venv/bin/pip" install -q --no-build-isolation ".$extras"
     chmod -R a+rX "$venv"
 }
 

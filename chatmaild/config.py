@@ -12,89 +12,30 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
-import ipaddress
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .inivalues import (
+    is_ipv4,
+    parse_bool,
+    parse_domain,
+    parse_float,
+    parse_int,
+    parse_list,
+    parse_path,
+    parse_size,
+    parse_str,
+)
+
 log = logging.getLogger(__name__)
 
 SECTION = "params"
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]?)B?$", re.IGNORECASE)
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
 
 
 class ConfigError(ValueError):
     """chatmail.ini cannot be used; the message names the file, the key and the bad value."""
-
-
-def parse_size(text: str) -> int:
-    """'500M' -> bytes (binary units, as Dovecot reads them)."""
-    match = _SIZE_RE.match(text.strip())
-    if not match:
-        raise ValueError("expected a size such as 500M, 1G or 31457280")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
-
-
-def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
-
-
-def parse_int(text: str) -> int:
-    value = text.strip()
-    if not (value.isascii() and value.isdigit()):
-        raise ValueError("expected a whole number such as 9")
-    return int(value)
-
-
-def parse_float(text: str) -> float:
-    value = float(text.strip())
-    if not value >= 0:  # also refuses nan
-        raise ValueError("must be a non-negative number")
-    return value
-
-
-def parse_list(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-def parse_str(text: str) -> str:
-    return text.strip()
-
-
-def parse_domain(text: str) -> str:
-    """A DNS name, or an IPv4 address (written with or without brackets) for an IP-only relay."""
-    value = text.strip().lower()
-    if value.startswith("[") and value.endswith("]"):
-        value = value[1:-1]
-    try:
-        ipaddress.IPv4Address(value)
-        return value
-    except ValueError:
-        pass
-    if value.rsplit(".", 1)[-1].isdigit():
-        raise ValueError(
-            "not a valid IPv4 address (nor a domain name: no top-level domain is numeric)"
-        )
-    if not _HOSTNAME_RE.fullmatch(value):
-        raise ValueError("expected a domain name such as chat.example.org or an IPv4 address")
-    return value
-
-
-def parse_path(text: str) -> Path:
-    value = text.strip()
-    if not value.startswith("/"):
-        raise ValueError("expected an absolute path")
-    return Path(value)
 
 
 def key(
@@ -222,20 +163,12 @@ class Config:
 
     @property
     def is_ip_relay(self) -> bool:
-        return _is_ipv4(self.mail_domain)
+        return is_ipv4(self.mail_domain)
 
     @property
     def addr_domain(self) -> str:
         """The domain as it appears in addresses: ``[192.0.2.1]`` for an IP-only relay."""
         return f"[{self.mail_domain}]" if self.is_ip_relay else self.mail_domain
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _keys() -> list[dataclasses.Field]:
@@ -273,7 +206,25 @@ def parse(text: str, path: Path | str = "chatmail.ini") -> Config:
             raise ConfigError(
                 f"{path}: key {f.name!r} has bad value {text_value!r}: {exc}"
             ) from None
+    _check_consistency(values, path)
     return Config(**values)
+
+
+def _check_consistency(values: dict[str, object], path: Path) -> None:
+    """Rules between keys, and ranges a single parser cannot know."""
+
+    def bad(name: str, why: str) -> ConfigError:
+        return ConfigError(f"{path}: key {name!r} has bad value {values[name]!r}: {why}")
+
+    for name, value in values.items():
+        if name.endswith("_port") and not 1 <= value <= 65535:  # type: ignore[operator]
+            raise bad(name, "a port is between 1 and 65535")
+    if not 1 <= values["username_min_length"] <= values["username_max_length"]:  # type: ignore[operator]
+        raise bad("username_min_length", "must be at least 1 and not above username_max_length")
+    if values["username_max_length"] > 64:  # type: ignore[operator]
+        raise bad("username_max_length", "a local part has at most 64 characters (RFC 5321)")
+    if not values["vmail_user"]:
+        raise bad("vmail_user", "must name a unix user")
 
 
 def load(path: Path | str) -> Config:
@@ -290,7 +241,10 @@ def load(path: Path | str) -> Config:
 
 def default_ini(mail_domain: str) -> str:
     """A commented chatmail.ini for ``mail_domain`` listing every key at its default."""
-    mail_domain = parse_domain(mail_domain)
+    try:
+        mail_domain = parse_domain(mail_domain)
+    except ValueError as exc:
+        raise ConfigError(f"mail domain {mail_domain!r}: {exc}") from None
     lines = [
         "# chatmail.ini: settings of a chatmail relay.",
         "# Every key below is at its default except mail_domain; edit and restart the relay.",

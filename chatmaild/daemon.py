@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config
-from .dictserver import DictHandler, run_until_signalled, serve
+from .dictconn import DictHandler
+from .dictserver import DictServer, SocketInUse
 from .logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,12 @@ def parse_args(name: str, description: str, argv: list[str] | None) -> DaemonArg
 
 async def serve_until_signalled(args: DaemonArgs, handler: DictHandler) -> int:
     """Serve ``handler`` on the daemon's socket until SIGTERM/SIGINT; the exit status."""
-    server = await serve(
-        args.socket, handler, args.socket_mode, args.socket_owner, args.socket_group
-    )
+    server = DictServer(args.socket, handler)
+    try:
+        await server.start(args.socket_mode, args.socket_owner, args.socket_group)
+    except (SocketInUse, OSError) as exc:
+        log.error("cannot listen on %s: %s", args.socket, exc)
+        return 1
     log.info("serving dict %r on %s", handler.name, args.socket)
-    await run_until_signalled(server, args.socket)
+    await server.serve_until_signalled()
     return 0

@@ -17,9 +17,8 @@ Dovecot's ``str_tabescape`` (``\\001`` followed by ``1``, ``t``, ``r``, ``n`` or
     A<id>\\t<key>\\t<diff>    T<id>\\t<secs>\\t<nsecs>
                                         set, unset, append, atomic inc, timestamp
 
-Replies: lookup ``O<value>`` / ``N`` / ``F<error>``; iterate ``O<key>\\t<value>`` rows ended by an
-empty line (``F`` if it failed); commit ``O<id>`` / ``N<id>`` / ``F<id>`` (``A`` first for ``D``).
-Transaction ids are chosen by the client and are local to its connection.
+Transaction ids are chosen by the client and are local to its connection. Replies are encoded
+by ``chatmaild.dictreply``.
 """
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ from dataclasses import dataclass
 MAX_LINE = 64 * 1024
 # Dovecot 2.3.19 says H3; 2.3 releases before it said H2 with the same commands
 PROTOCOL_MAJORS = (2, 3)
-# dict.h: DICT_ITERATE_FLAG_NO_VALUE
-ITERATE_FLAG_NO_VALUE = 0x08
 
 _UNESCAPE = {"1": "\001", "t": "\t", "r": "\r", "n": "\n", "0": "\0"}
 _ESCAPE = {"\001": "\0011", "\t": "\001t", "\r": "\001r", "\n": "\001n", "\0": "\0010"}
@@ -245,6 +242,26 @@ _PARSERS = {
 }
 
 
+# Commands the client expects no reply to: answering a malformed one would shift every later
+# reply onto the wrong request, since the client pairs replies with requests in order.
+_REPLYLESS = frozenset(b"HBSUPATR")
+
+
+def expects_reply(line: bytes) -> bool:
+    """Whether a (possibly malformed) request line must be answered."""
+    return not line or line[0] not in _REPLYLESS
+
+
+def transaction_id(line: bytes) -> int | None:
+    """The transaction id of a (possibly malformed) transaction command, if one can be read."""
+    head = line[1:].split(b"\t", 1)[0]
+    if line[:1] in (b"B", b"S", b"U", b"P", b"A", b"T", b"R") and _INT_RE.fullmatch(
+        head.decode("latin-1")
+    ):
+        return int(head)
+    return None
+
+
 def parse_line(line: bytes) -> Request:
     """Parse one request line (without its newline); raise DictProtocolError if malformed.
 
@@ -260,63 +277,3 @@ def parse_line(line: bytes) -> Request:
     if parser is None:
         raise DictProtocolError(f"unknown command {text[0]!r}")
     return parser(text[1:])
-
-
-# -- replies -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class NotFound:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    reason: str
-
-
-LookupResult = Found | NotFound | Failed
-NOT_FOUND = NotFound()
-
-
-def _bytes(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-def encode_lookup(result: LookupResult) -> bytes:
-    if isinstance(result, Found):
-        return _bytes("O" + escape(result.value) + "\n")
-    if isinstance(result, NotFound):
-        return b"N\n"
-    return _bytes("F" + escape(result.reason) + "\n")
-
-
-def encode_iterate(rows: list[tuple[str, str]] | Failed, flags: int = 0) -> bytes:
-    """Rows of an iteration and its terminating line (an empty line, or ``F`` on failure)."""
-    if isinstance(rows, Failed):
-        return b"F\n"
-    with_value = not flags & ITERATE_FLAG_NO_VALUE
-    out = ["O" + escape(k) + "\t" + (escape(v) if with_value else "") + "\n" for k, v in rows]
-    out.append("\n")
-    return _bytes("".join(out))
-
-
-def encode_commit(tid: int, result: NotFound | Failed | None, is_async: bool = False) -> bytes:
-    """``None`` means committed; NotFound is Dovecot's "nothing changed"; Failed a failure."""
-    if result is None:
-        code = "O"
-    elif isinstance(result, NotFound):
-        code = "N"
-    else:
-        code = "F"
-    return f"{'A' if is_async else ''}{code}{tid}\n".encode()
-
-
-def encode_failure() -> bytes:
-    """The reply to a line that could not be parsed."""
-    return b"F\n"

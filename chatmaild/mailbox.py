@@ -77,6 +77,15 @@ def _write_temp(directory: Path, data: bytes, mode: int) -> str:
     return tmp
 
 
+def _fsync_dir(directory: Path) -> None:
+    # the new name must be on disk too before we answer as if it were
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never a part."""
     tmp = _write_temp(path.parent, data, mode)
@@ -85,6 +94,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
 def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
@@ -100,6 +110,7 @@ def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
         return False
     finally:
         os.unlink(tmp)
+    _fsync_dir(path.parent)
     return True
 
 
@@ -123,7 +134,11 @@ def create_account(udir: Path, password_hash: str) -> tuple[str, bool]:
     Safe against any number of concurrent creators, in threads or processes: exactly one
     password file wins, and every caller gets the hash that is on disk afterwards.
     """
-    udir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        udir.mkdir(mode=0o700, parents=True)
+        _fsync_dir(udir.parent)
+    except FileExistsError:
+        pass
     marker = udir / ENFORCE_E2EE_FILE
     if not marker.exists():
         atomic_write(marker, b"")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from chatmaild.daemon import parse_args, serve_until_signalled
+from chatmaild.daemon import DaemonArgs, parse_args, serve_until_signalled
 
 from .auth import AuthDict, AuthSettings
 from .hashing import Hasher
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(_run(args, settings))
 
 
-async def _run(args, settings: AuthSettings) -> int:
+async def _run(args: DaemonArgs, settings: AuthSettings) -> int:
     with Hasher() as hasher:
         await hasher.warm_up()
         log.info("accounts under %s, %d hashing workers", settings.mailboxes_dir, hasher.workers)

@@ -3,14 +3,18 @@
 Peer: Dovecot ``passdb``/``userdb`` with ``driver = dict`` and ``uri = proxy:<socket>:auth``.
 Keys (``%E``-escaped by Dovecot, password and user separated by an unescaped ``"``)::
 
-    shared/passdb/<password>"<user>   -> {"password": "{SCHEME}hash", "home": ..., "uid", "gid"}
+    shared/passdb/<user>              -> {"password": "{SCHEME}hash", "home": ..., "uid", "gid"}
+    shared/passdb/<password>"<user>   -> the same, and creates the account if it is new
     shared/userdb/<user>              -> {"home": ..., "uid": ..., "gid": ...}
     iterate shared/userdb/            -> one key per account (doveadm user '*')
 
 Dovecot verifies the password against the returned hash; this daemon never stores or logs a
-cleartext password. A passdb lookup of an unknown address that the creation rules allow creates
-the account (first login creates it). Files written: ``<mailboxes_dir>/<addr>/password`` and
-``enforceE2EEincoming``, as the ``vmail`` user.
+cleartext password. The relay's Dovecot asks the password-less key first and the creating key
+only for unknown users, because Dovecot writes a failed lookup's key into its log: that way an
+existing account's password never reaches a log line, and passdb lookups never answer a
+failure (``F``), only found or not found, with the reason logged here.
+
+Files written: ``<mailboxes_dir>/<addr>/password`` and ``enforceE2EEincoming``, as ``vmail``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
 from chatmaild import dictproto as dp
+from chatmaild import dictreply as dr
 from chatmaild.config import Config
-from chatmaild.dictserver import DictHandler
+from chatmaild.dictconn import DictHandler
 from chatmaild.mailbox import (
     PASSWORD_FILE,
     InvalidAddress,
@@ -40,6 +46,9 @@ from .policy import CreationRules, ResourceLimits, measure, refusal, resource_re
 log = logging.getLogger(__name__)
 
 PASSDB = "shared/passdb/"
+# Sign-ups waiting for a hashing worker; beyond this a new address is refused at once, so a
+# flood of sign-ups cannot make Dovecot's lookups wait for seconds (or time out).
+MAX_CREATIONS_IN_FLIGHT = 256
 USERDB = "shared/userdb/"
 
 
@@ -60,10 +69,11 @@ class AuthSettings:
         )
 
 
-def split_passdb_key(key: str) -> tuple[str, str]:
+def split_passdb_key(key: str) -> tuple[str | None, str]:
     """Split ``<password>"<user>`` (both escaped with Dovecot's %E) into (password, user).
 
     %E puts a backslash before ``\\``, ``"`` and ``'``; the first unescaped ``"`` separates.
+    A key without one is a bare user: (None, user).
     """
     parts: list[list[str]] = [[]]
     chars = iter(key)
@@ -74,8 +84,8 @@ def split_passdb_key(key: str) -> tuple[str, str]:
             parts.append([])
         else:
             parts[-1].append(ch)
-    if len(parts) != 2:
-        raise ValueError("no user in passdb key")
+    if len(parts) == 1:
+        return None, "".join(parts[0])
     return "".join(parts[0]), "".join(parts[1])
 
 
@@ -85,60 +95,83 @@ class AuthDict(DictHandler):
     def __init__(self, settings: AuthSettings, hasher: Hasher) -> None:
         self.s = settings
         self.hasher = hasher
+        self._creating = 0
 
     def _userdb_fields(self, udir: Path) -> dict[str, str]:
         return {"home": str(udir), "uid": self.s.vmail_user, "gid": self.s.vmail_user}
 
-    def lookup(self, req: dp.Lookup):
+    def lookup(self, req: dp.Lookup) -> dr.LookupResult | Awaitable[dr.LookupResult]:
         if req.key.startswith(PASSDB):
             return self._passdb(req.key[len(PASSDB) :])
         if req.key.startswith(USERDB):
             return self._userdb(req.key[len(USERDB) :])
         log.warning("auth: lookup outside passdb/ and userdb/ refused")
-        return dp.NOT_FOUND
+        return dr.NOT_FOUND
 
-    def _passdb(self, key: str):
+    def _account(self, addr: str) -> tuple[Path, str | None] | None:
+        """(directory, stored hash or None) of a valid address; None (logged) if unusable."""
         try:
-            password, addr = split_passdb_key(key)
             udir = user_dir(self.s.mailboxes_dir, addr)
-        except ValueError as exc:  # InvalidAddress is a ValueError
+        except InvalidAddress as exc:
             log.warning("login refused: %s", exc)
-            return dp.NOT_FOUND
+            return None
         # A cached read of a small file costs microseconds, far less than a thread hand-off:
         # existing-account logins are answered inline, without leaving the event loop.
-        stored = read_password(udir)
+        try:
+            return udir, read_password(udir)
+        except OSError as exc:
+            log.error("login refused: cannot read password of %s: %s", addr, exc)
+            return None
+
+    def _passdb(self, key: str) -> dr.LookupResult | Awaitable[dr.LookupResult]:
+        password, addr = split_passdb_key(key)
+        account = self._account(addr)
+        if account is None:
+            return dr.NOT_FOUND
+        udir, stored = account
         if stored is not None:
-            return dp.Found(json.dumps({"password": stored, **self._userdb_fields(udir)}))
+            log.debug("passdb: account %s exists", addr)
+            return self._found(udir, stored)
+        if password is None:
+            return dr.NOT_FOUND
+        if self._creating >= MAX_CREATIONS_IN_FLIGHT:
+            log.warning(
+                "account %s not created: %d sign-ups already in progress", addr, self._creating
+            )
+            return dr.NOT_FOUND
         return self._create(addr, udir, password)
 
-    def _userdb(self, addr: str):
-        try:
-            udir = user_dir(self.s.mailboxes_dir, addr)
-        except InvalidAddress:
-            return dp.NOT_FOUND
-        if not (udir / PASSWORD_FILE).exists():
-            return dp.NOT_FOUND
-        return dp.Found(json.dumps(self._userdb_fields(udir)))
+    def _found(self, udir: Path, password_hash: str) -> dr.Found:
+        return dr.Found(json.dumps({"password": password_hash, **self._userdb_fields(udir)}))
 
-    async def _create(self, addr: str, udir: Path, password: str) -> dp.LookupResult:
-        reason = refusal(self.s.rules, addr, password)
-        if reason is None:
-            measured = await asyncio.to_thread(measure, self.s.limits)
-            reason = resource_refusal(self.s.limits, measured)
-        if reason is not None:
-            log.warning("account %s not created: %s", addr, reason)
-            return dp.NOT_FOUND
-        hashed = await self.hasher.hash(password)
+    def _userdb(self, addr: str) -> dr.LookupResult:
+        account = self._account(addr)
+        if account is None or account[1] is None:
+            return dr.NOT_FOUND
+        return dr.Found(json.dumps(self._userdb_fields(account[0])))
+
+    async def _create(self, addr: str, udir: Path, password: str) -> dr.LookupResult:
+        self._creating += 1
         try:
+            reason = refusal(self.s.rules, addr, password)
+            if reason is None:
+                measured = await asyncio.to_thread(measure, self.s.limits)
+                reason = resource_refusal(self.s.limits, measured)
+            if reason is not None:
+                log.warning("account %s not created: %s", addr, reason)
+                return dr.NOT_FOUND
+            hashed = await self.hasher.hash(password)
             stored, created = await asyncio.to_thread(create_account, udir, hashed)
         except OSError as exc:
-            log.error("account %s not created: %s", addr, exc.strerror or exc)
-            return dp.Failed("cannot create account")
+            log.error("account %s not created: %s", addr, exc)
+            return dr.NOT_FOUND
+        finally:
+            self._creating -= 1
         if created:
             log.info("created account %s", addr)
-        return dp.Found(json.dumps({"password": stored, **self._userdb_fields(udir)}))
+        return self._found(udir, stored)
 
-    def iterate(self, req: dp.Iterate):
+    def iterate(self, req: dp.Iterate) -> dr.IterateResult | Awaitable[dr.IterateResult]:
         if not req.path.startswith(USERDB):
             return []
         return asyncio.to_thread(self._list_accounts)

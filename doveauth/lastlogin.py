@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 from chatmaild import dictproto as dp
+from chatmaild import dictreply as dr
 from chatmaild.daemon import parse_args, serve_until_signalled
-from chatmaild.dictserver import DictHandler, Transaction
+from chatmaild.dictconn import DictHandler, Transaction
 from chatmaild.mailbox import PASSWORD_FILE, InvalidAddress, user_dir
 
 log = logging.getLogger(__name__)
@@ -25,11 +28,16 @@ PREFIX = "shared/last-login/"
 DAY = 86400
 
 
-def login_day(value: str) -> int:
-    """The start (UTC) of the day of unix time ``value``."""
+def login_day(value: str, now: float) -> int:
+    """The start (UTC) of the day of unix time ``value``, which must not lie in the future.
+
+    A time far ahead would keep the account from ever expiring, so it is refused.
+    """
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
+        raise ValueError("last-login value is not a unix time")
     seconds = int(value)
-    if seconds < 0:
-        raise ValueError("negative time")
+    if seconds > now + DAY:
+        raise ValueError("last-login time lies in the future")
     return seconds - seconds % DAY
 
 
@@ -39,30 +47,36 @@ class LastLoginDict(DictHandler):
     def __init__(self, mailboxes_dir: Path) -> None:
         self.mailboxes_dir = mailboxes_dir
 
-    def commit(self, txn: Transaction):
+    def commit(self, txn: Transaction) -> Awaitable[dr.CommitResult]:
         return asyncio.to_thread(self._apply, txn)
 
-    def _apply(self, txn: Transaction) -> dp.Failed | None:
-        # check every change before touching anything: a bad transaction writes nothing
-        updates: list[tuple[Path, int]] = []
+    def _apply(self, txn: Transaction) -> dr.CommitResult:
+        # check every change, and that every account exists, before touching anything:
+        # a bad transaction writes nothing
+        updates: list[tuple[Path, int, float]] = []
+        now = time.time()
         for change in txn.changes:
             if not isinstance(change, dp.Set) or not change.key.startswith(PREFIX):
                 log.warning("lastlogin: refused a change that is not a last-login set")
-                return dp.Failed("only last-login sets are supported")
+                return dr.Failed("only last-login sets are supported")
             try:
-                udir = user_dir(self.mailboxes_dir, change.key[len(PREFIX) :])
-                day = login_day(change.value)
+                path = user_dir(self.mailboxes_dir, change.key[len(PREFIX) :]) / PASSWORD_FILE
+                day = login_day(change.value, now)
+                mtime = path.stat().st_mtime
             except (InvalidAddress, ValueError) as exc:
                 log.warning("lastlogin: refused: %s", exc)
-                return dp.Failed("bad last-login key or value")
-            updates.append((udir / PASSWORD_FILE, day))
-        for path, day in updates:
-            try:
-                if int(path.stat().st_mtime) != day:
-                    os.utime(path, (day, day))
+                return dr.Failed("bad last-login key or value")
             except FileNotFoundError:
                 log.warning("lastlogin: no account %s", path.parent.name)
-                return dp.Failed("no such account")
+                return dr.Failed("no such account")
+            updates.append((path, day, mtime))
+        try:
+            for path, day, mtime in updates:
+                if int(mtime) != day:
+                    os.utime(path, (day, day))
+        except OSError as exc:
+            log.error("lastlogin: cannot record login of %s: %s", path.parent.name, exc)
+            return dr.Failed("cannot record login")
         return None
 
 

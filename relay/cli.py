@@ -19,7 +19,7 @@ from chatmaild import config as chatmail_config
 from chatmaild.logs import setup_logging
 
 from . import supervise
-from .render import Layout, Ports, RenderParams, render
+from .render import Layout, Ports, RenderError, RenderParams, render
 
 DEFAULT_CONFIG = Path("/usr/local/lib/chatmaild/chatmail.ini")
 DEFAULT_STATE_DIR = Path("/var/lib/chatmail-relay")
@@ -101,33 +101,56 @@ print(c.login('{addr}', '{password}'))"
 Logs: {layout.log_dir}/   Accounts: {cfg.mailboxes_dir}/   Stop: ./relay.sh down""")
 
 
+def _init(args: argparse.Namespace) -> int:
+    chatmail_config.write_default(args.domain, args.path)
+    print(f"wrote {args.path}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    print("stopped" if supervise.down(Layout(args.state_dir.absolute())) else "was not running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    print(supervise.status(Layout(args.state_dir.absolute())))
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    cfg = _load_or_init(args)
+    for path in render(cfg, Layout(args.state_dir.absolute()), _params(args)):
+        print(f"rendered {path}")
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    cfg = _load_or_init(args)
+    layout, params = Layout(args.state_dir.absolute()), _params(args)
+    supervise.up(cfg, layout, params)
+    _print_login(cfg, params, layout)
+    return 0
+
+
+def _params(args: argparse.Namespace) -> RenderParams:
+    return RenderParams(ports=Ports(imap=args.imap_port), listen=args.listen)
+
+
+COMMANDS = {"init": _init, "up": _up, "down": _down, "status": _status, "render": _render}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging("chatmail-relay", logging.WARNING)
     try:
-        if args.command == "init":
-            chatmail_config.write_default(args.domain, args.path)
-            print(f"wrote {args.path}")
-            return 0
-        layout = Layout(args.state_dir.absolute())
-        if args.command == "down":
-            print("stopped" if supervise.down(layout) else "was not running")
-            return 0
-        if args.command == "status":
-            print(supervise.status(layout))
-            return 0
-        cfg = _load_or_init(args)
-        params = RenderParams(ports=Ports(imap=args.imap_port), listen=args.listen)
-        if args.command == "render":
-            for path in render(cfg, layout, params):
-                print(f"rendered {path}")
-            return 0
-        supervise.up(cfg, layout, params)
-        _print_login(cfg, params, layout)
-        return 0
-    except (chatmail_config.ConfigError, supervise.RelayError, FileExistsError) as exc:
+        return COMMANDS[args.command](args)
+    except (chatmail_config.ConfigError, supervise.RelayError, RenderError) as exc:
         print(f"chatmail-relay: {exc}", file=sys.stderr)
-        return 1
+    except FileExistsError as exc:
+        print(f"chatmail-relay: {exc.filename} exists: not overwriting it", file=sys.stderr)
+    except OSError as exc:
+        print(f"chatmail-relay: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

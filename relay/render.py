@@ -8,8 +8,10 @@ where the daemons' executables are) is a parameter; everything else comes from c
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import pwd
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from chatmaild.config import Config
 from chatmaild.mailbox import atomic_write
 
 TEMPLATES = Path(__file__).parent / "templates"
+DAEMON_PACKAGES = ("chatmaild", "doveauth")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class Layout:
     @property
     def auth_dict_conf(self) -> Path:
         return self.dovecot_dir / "auth-dict.conf.ext"
+
+    @property
+    def auth_create_conf(self) -> Path:
+        return self.dovecot_dir / "auth-dict-create.conf.ext"
 
     @property
     def dovecot_base_dir(self) -> Path:
@@ -94,6 +101,34 @@ class RenderParams:
     vmail_uid: int | None = None  # looked up from chatmail.ini's vmail_user when None
 
 
+class RenderError(ValueError):
+    """The configuration cannot be rendered; the message says which setting to fix."""
+
+
+# Paths go unquoted into Dovecot's and supervisord's configuration (supervisord also expands
+# %(...)s): keep to characters both read literally.
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9/._@+\[\]-]*")
+
+
+def _check_path(what: str, path: Path) -> None:
+    if not _SAFE_PATH.fullmatch(str(path)):
+        raise RenderError(
+            f"{what} {str(path)!r}: use an absolute path of letters, digits and ./_-@+[]"
+        )
+
+
+def code_digest() -> str:
+    """A digest of the installed daemon code, so an upgrade restarts the daemons."""
+    digest = hashlib.sha256()
+    for package in DAEMON_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        for path in sorted(Path(spec.origin).parent.rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -115,27 +150,36 @@ def render(config: Config, layout: Layout, params: RenderParams | None = None) -
         try:
             vmail_uid = pwd.getpwnam(config.vmail_user).pw_uid
         except KeyError:
-            raise SystemExit(
+            raise RenderError(
                 f"unix user {config.vmail_user!r} (vmail_user) does not exist"
             ) from None
-    # the daemons read chatmail.ini when they start: a changed file must change the rendering
+    for what, path in (
+        ("state directory", layout.state_dir),
+        ("chatmail.ini", config.path),
+        ("bin_dir", params.bin_dir),
+        ("mailboxes_dir", config.mailboxes_dir),
+    ):
+        _check_path(what, path)
+    # the daemons read chatmail.ini and their code when they start: changes must show
     digest = hashlib.sha256(config.path.read_bytes()).hexdigest() if config.path.exists() else ""
     context = {
         "config": config,
         "config_digest": digest,
+        "code_digest": code_digest(),
         "layout": layout,
         "params": params,
         "vmail_uid": vmail_uid,
     }
     env = _environment()
     outputs = {
-        layout.dovecot_conf: "dovecot.conf.j2",
-        layout.auth_dict_conf: "auth-dict.conf.ext.j2",
-        layout.supervisord_conf: "supervisord.conf.j2",
+        layout.dovecot_conf: ("dovecot.conf.j2", {}),
+        layout.auth_dict_conf: ("auth-dict.conf.ext.j2", {"creating": False}),
+        layout.auth_create_conf: ("auth-dict.conf.ext.j2", {"creating": True}),
+        layout.supervisord_conf: ("supervisord.conf.j2", {}),
     }
     changed = []
-    for path, template in outputs.items():
-        text = env.get_template(template).render(context)
+    for path, (template, extra) in outputs.items():
+        text = env.get_template(template).render({**context, **extra})
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:
             atomic_write(path, text.encode(), mode=0o644)

@@ -9,9 +9,11 @@ already, restarts it only if the configuration changed, then waits until IMAP an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -29,7 +31,7 @@ class RelayError(RuntimeError):
     """The relay could not be brought up or down; the message says what to look at."""
 
 
-def prepare(config: Config, layout: Layout, params: RenderParams) -> list[Path]:
+def prepare(config: Config, layout: Layout, params: RenderParams) -> set[Path]:
     """Create the state directory tree and render into it; return the files that changed."""
     try:
         vmail = pwd.getpwnam(config.vmail_user)
@@ -44,54 +46,75 @@ def prepare(config: Config, layout: Layout, params: RenderParams) -> list[Path]:
     if not config.mailboxes_dir.exists():
         config.mailboxes_dir.mkdir(parents=True, mode=0o700)
         os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
-    return render(config, layout, RenderParams(**{**params.__dict__, "vmail_uid": vmail.pw_uid}))
+    return set(render(config, layout, dataclasses.replace(params, vmail_uid=vmail.pw_uid)))
 
 
 def _ctl(layout: Layout, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    result = subprocess.run(
         [SUPERVISORCTL, "-c", str(layout.supervisord_conf), *args],
         capture_output=True,
         text=True,
-        check=check,
+        check=False,
         stdin=subprocess.DEVNULL,
     )
+    if check and result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        raise RelayError(f"supervisorctl {' '.join(args)} failed: {output}")
+    return result
 
 
 def supervisord_pid(layout: Layout) -> int | None:
-    """The pid of this relay's supervisord if it runs, else None (a stale pidfile is removed)."""
+    """The pid of this relay's supervisord if it runs, else None (a stale pidfile is removed).
+
+    After a crash or reboot the pidfile may name an unrelated process that reuses the pid:
+    only a supervisord started with this relay's configuration counts.
+    """
     try:
         pid = int(layout.supervisord_pid.read_text().strip())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        layout.supervisord_pid.unlink(missing_ok=True)
         return None
-    except ProcessLookupError:
+    ours = any(SUPERVISORD.encode() in arg for arg in cmdline[:2]) and (
+        str(layout.supervisord_conf).encode() in cmdline
+    )
+    if not ours:
         layout.supervisord_pid.unlink(missing_ok=True)
         return None
     return pid
 
 
 def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30) -> bool:
-    """Start the relay, or restart it if its configuration changed; True if anything started."""
+    """Start the relay, or bring a running one in line with its configuration.
+
+    On a running relay only what changed restarts: ``supervisorctl update`` restarts a daemon
+    whose program section changed (it carries digests of chatmail.ini and of the installed
+    code), Dovecot re-reads a changed configuration on SIGHUP without dropping connections,
+    and a program someone stopped is started again. True if supervisord was started.
+    """
     if shutil.which(SUPERVISORD) is None:
         raise RelayError("supervisord not found: install Debian's supervisor package")
     changed = prepare(config, layout, params)
-    started = True
     if supervisord_pid(layout) is None:
-        subprocess.run(
+        result = subprocess.run(
             [SUPERVISORD, "-c", str(layout.supervisord_conf)],
-            check=True,
+            capture_output=True,
+            text=True,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            check=False,
         )
-    elif changed:
-        _ctl(layout, "reread")
-        _ctl(layout, "update")
-        _ctl(layout, "restart", "all")
-    else:
-        started = False
+        if result.returncode != 0:
+            raise RelayError(
+                f"supervisord did not start: {(result.stderr or result.stdout).strip()}"
+            )
+        wait_ready(layout, params, timeout)
+        return True
+    _ctl(layout, "update")
+    if changed & {layout.dovecot_conf, layout.auth_dict_conf, layout.auth_create_conf}:
+        _ctl(layout, "signal", "HUP", "dovecot", check=False)
+    _ctl(layout, "start", "all", check=False)  # "already started" is not an error here
     wait_ready(layout, params, timeout)
-    return started
+    return False
 
 
 def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
@@ -125,7 +148,8 @@ def down(layout: Layout, timeout: float = 30) -> bool:
     pid = supervisord_pid(layout)
     if pid is None:
         return False
-    _ctl(layout, "shutdown", check=False)
+    if _ctl(layout, "shutdown", check=False).returncode != 0:
+        os.kill(pid, signal.SIGTERM)  # its control socket is gone: stop it directly
     deadline = time.monotonic() + timeout
     while supervisord_pid(layout) is not None:
         if time.monotonic() > deadline:

@@ -6,6 +6,7 @@ Started through ``relay.supervise.up`` from the ``relay.render`` rendering, exac
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from helpers_env import free_port, require, require_binary, require_root
 
 from chatmaild import config
 from relay import supervise
-from relay.render import Layout, Ports, RenderParams
+from relay.render import Layout, Ports, RenderParams, code_digest
 
 
 @dataclass
@@ -53,10 +54,23 @@ class Relay:
         return (self.layout.log_dir / name).read_text(errors="replace")
 
 
+@functools.cache
 def bin_dir() -> Path:
-    """The daemons run as vmail from this venv's console scripts (pip install . into it)."""
+    """The daemons run as vmail from this venv's console scripts (pip install . into it).
+
+    They run the installed copy of the code: it must be this tree's, or the tests would
+    silently test old code (``./relay.sh test`` installs it first).
+    """
     path = Path(sys.executable).parent
     require((path / "doveauth").exists(), f"no doveauth in {path}: pip install . into the venv")
+    installed = subprocess.run(
+        [str(path / "python"), "-I", "-c", "from relay.render import code_digest as d; print(d())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    ).stdout.strip()
+    assert installed == code_digest(), f"the venv of {path} holds other code: pip install . again"
     return path
 
 

@@ -129,7 +129,13 @@ def test_doveauth_stopped_gives_temporary_failure_then_recovers(relay):
     relay.ctl("stop", "doveauth")
     try:
         with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
-            login(relay, addr)
+            login(relay, addr, "secret-while-down-1")
+        with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
+            login(relay, "unknown01@example.org", "secret-while-down-2")
     finally:
         relay.ctl("start", "doveauth")
     login(relay, addr).logout()
+    # Dovecot logs the key of a failed dict lookup: the relay's keys for it carry no password
+    log = relay.log("dovecot.log")
+    assert "shared/passdb/" in log
+    assert "secret-while-down" not in log

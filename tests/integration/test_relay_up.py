@@ -93,12 +93,41 @@ def test_up_restarts_when_chatmail_ini_changes(setup):
     )
     args = ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(free_port()))
     assert run("up", *args).returncode == 0
-    status = run("status", "--state-dir", str(state)).stdout
-    doveauth_pid = re.search(r"doveauth\s+RUNNING\s+pid (\d+)", status).group(1)
+    before = pids(state)
     ini.write_text(ini.read_text() + "password_min_length = 12\n")
     assert run("up", *args).returncode == 0
+    after = pids(state)
+    # the daemons reading chatmail.ini restart; Dovecot keeps running (and its connections)
+    assert after["doveauth"] != before["doveauth"]
+    assert after["lastlogin"] != before["lastlogin"]
+    assert after["dovecot"] == before["dovecot"]
+
+
+def test_up_again_starts_what_was_stopped_and_ignores_a_stale_pidfile(setup):
+    tmp, ini, state = setup
+    ini.write_text(
+        f"[params]\nmail_domain = example.org\nmailboxes_dir = {tmp}/mail\n"
+        f"nocreate_file = {tmp}/nocreate\n"
+    )
+    args = ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(free_port()))
+    assert run("up", *args).returncode == 0
+    conf = str(state / "supervisord.conf")
+    subprocess.run(
+        ["supervisorctl", "-c", conf, "stop", "lastlogin"], check=True, capture_output=True
+    )
+    assert run("up", *args).returncode == 0
+    assert set(pids(state)) == {"doveauth", "lastlogin", "dovecot"}
+
+    assert run("down", "--state-dir", str(state)).returncode == 0
+    (state / "supervisord.pid").write_text("1\n")  # after a reboot: someone else's pid
+    assert "not running" in run("status", "--state-dir", str(state)).stdout
+    assert run("up", *args).returncode == 0
+    assert set(pids(state)) == {"doveauth", "lastlogin", "dovecot"}
+
+
+def pids(state: Path) -> dict[str, str]:
     status = run("status", "--state-dir", str(state)).stdout
-    assert re.search(r"doveauth\s+RUNNING\s+pid (\d+)", status).group(1) != doveauth_pid
+    return dict(re.findall(r"^(\w+)\s+RUNNING\s+pid (\d+)", status, flags=re.MULTILINE))
 
 
 def test_bad_chatmail_ini_is_reported_not_started(setup):

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chatmaild import dictproto as dp
+from chatmaild import dictreply as dr
 
 # Lines Dovecot 2.3.19 (Debian 12) was observed sending, byte for byte. In the lookup the password
 # and user are escaped by %E (a backslash before \, " and '), then joined by an unescaped ".
@@ -242,18 +243,18 @@ def test_any_escaped_set_fields_parse_back(fields):
 @pytest.mark.parametrize(
     ("result", "encoded"),
     [
-        (dp.Found('{"password": "{SHA512-CRYPT}$6$x"}'), b'O{"password": "{SHA512-CRYPT}$6$x"}\n'),
-        (dp.Found("a\tb\nc"), b"Oa\x01tb\x01nc\n"),
-        (dp.Found(""), b"O\n"),
-        (dp.Found("\udcff"), b"O\xff\n"),
-        (dp.NOT_FOUND, b"N\n"),
-        (dp.NotFound(), b"N\n"),
-        (dp.Failed("internal error"), b"Finternal error\n"),
-        (dp.Failed("two\nlines"), b"Ftwo\x01nlines\n"),
+        (dr.Found('{"password": "{SHA512-CRYPT}$6$x"}'), b'O{"password": "{SHA512-CRYPT}$6$x"}\n'),
+        (dr.Found("a\tb\nc"), b"Oa\x01tb\x01nc\n"),
+        (dr.Found(""), b"O\n"),
+        (dr.Found("\udcff"), b"O\xff\n"),
+        (dr.NOT_FOUND, b"N\n"),
+        (dr.NotFound(), b"N\n"),
+        (dr.Failed("internal error"), b"Finternal error\n"),
+        (dr.Failed("two\nlines"), b"Ftwo\x01nlines\n"),
     ],
 )
 def test_encode_lookup_exact_bytes(result, encoded):
-    assert dp.encode_lookup(result) == encoded
+    assert dr.encode_lookup(result) == encoded
 
 
 @pytest.mark.parametrize(
@@ -262,42 +263,42 @@ def test_encode_lookup_exact_bytes(result, encoded):
         ([], 0, b"\n"),
         ([("shared/userdb/a@b", "")], 0, b"Oshared/userdb/a@b\t\n\n"),
         ([("k1", "v1"), ("k2", "v\t2")], 0, b"Ok1\tv1\nOk2\tv\x01t2\n\n"),
-        ([("k1", "v1"), ("k2", "v2")], dp.ITERATE_FLAG_NO_VALUE, b"Ok1\t\nOk2\t\n\n"),
-        ([("k1", "v1")], dp.ITERATE_FLAG_NO_VALUE | 0x01, b"Ok1\t\n\n"),
+        ([("k1", "v1"), ("k2", "v2")], dr.ITERATE_FLAG_NO_VALUE, b"Ok1\t\nOk2\t\n\n"),
+        ([("k1", "v1")], dr.ITERATE_FLAG_NO_VALUE | 0x01, b"Ok1\t\n\n"),
         ([("k\n1", "v1")], 0x01, b"Ok\x01n1\tv1\n\n"),
-        (dp.Failed("no"), 0, b"F\n"),
+        (dr.Failed("no"), 0, b"F\n"),
     ],
 )
 def test_encode_iterate_exact_bytes(rows, flags, encoded):
-    assert dp.encode_iterate(rows, flags) == encoded
+    assert dr.encode_iterate(rows, flags) == encoded
 
 
 def test_no_value_flag_is_dovecots_0x08():
-    assert dp.ITERATE_FLAG_NO_VALUE == 0x08
+    assert dr.ITERATE_FLAG_NO_VALUE == 0x08
 
 
 @pytest.mark.parametrize(
     ("tid", "result", "is_async", "encoded"),
     [
         (1, None, False, b"O1\n"),
-        (1, dp.NOT_FOUND, False, b"N1\n"),
-        (1, dp.Failed("x"), False, b"F1\n"),
+        (1, dr.NOT_FOUND, False, b"N1\n"),
+        (1, dr.Failed("x"), False, b"F1\n"),
         (42, None, True, b"AO42\n"),
-        (42, dp.NOT_FOUND, True, b"AN42\n"),
-        (42, dp.Failed("x"), True, b"AF42\n"),
+        (42, dr.NOT_FOUND, True, b"AN42\n"),
+        (42, dr.Failed("x"), True, b"AF42\n"),
     ],
 )
 def test_encode_commit_exact_bytes(tid, result, is_async, encoded):
-    assert dp.encode_commit(tid, result, is_async) == encoded
+    assert dr.encode_commit(tid, result, is_async) == encoded
 
 
 def test_encode_failure():
-    assert dp.encode_failure() == b"F\n"
+    assert dr.encode_failure() == b"F\n"
 
 
 @given(st.text())
 def test_any_found_value_is_one_reply_line(value):
-    encoded = dp.encode_lookup(dp.Found(value))
+    encoded = dr.encode_lookup(dr.Found(value))
     assert encoded.startswith(b"O")
     assert encoded.endswith(b"\n")
     assert encoded.count(b"\n") == 1

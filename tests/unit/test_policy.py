@@ -214,10 +214,23 @@ def test_split_passdb_key(key, expected):
     assert split_passdb_key(key) == expected
 
 
-@pytest.mark.parametrize("key", ["", "no-separator", 'escaped\\"quote-only', "trailing\\"])
-def test_passdb_key_without_unescaped_quote_is_refused(key):
-    with pytest.raises(ValueError):
-        split_passdb_key(key)
+@pytest.mark.parametrize(
+    ("key", "user"),
+    [
+        ("", ""),
+        ("abcdefghi@example.org", "abcdefghi@example.org"),
+        ('escaped\\"quote-only', 'escaped"quote-only'),
+        ("trailing\\", "trailing"),
+    ],
+)
+def test_passdb_key_without_unescaped_quote_is_a_bare_user(key, user):
+    # the password-less key the relay's first passdb asks: lookup only, never creation
+    assert split_passdb_key(key) == (None, user)
+
+
+@given(st.text())
+def test_bare_user_key_inverts_dovecots_escaping(user):
+    assert split_passdb_key(dovecot_escape(user)) == (None, user)
 
 
 def dovecot_escape(text: str) -> str:
@@ -239,6 +252,8 @@ def test_split_passdb_key_inverts_dovecots_escaping(password, user):
     assert split_passdb_key(key) == (password, user)
 
 
+NOW = 1795696977.0  # 2026-11-26 12:42:57 UTC
+
 # -- login_day -----------------------------------------------------------------------------------
 
 
@@ -254,18 +269,44 @@ def test_split_passdb_key_inverts_dovecots_escaping(password, user):
     ],
 )
 def test_login_day_is_the_start_of_the_utc_day(value, day):
-    assert login_day(value) == day
+    assert login_day(value, NOW) == day
 
 
-@pytest.mark.parametrize("value", ["-1", "-1795696977", "", "abc", "1.5", "1e9", "0x10", "None"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-1",
+        "-1795696977",
+        "",
+        "abc",
+        "1.5",
+        "1e9",
+        "0x10",
+        "None",
+        " 5",
+        "+5",
+        "8_6400",
+        "\u0661\u0662",
+        "10" * 15,
+    ],
+)
 def test_login_day_refuses_negative_or_garbage(value):
     with pytest.raises(ValueError):
-        login_day(value)
+        login_day(value, NOW)
 
 
-@given(st.integers(min_value=0, max_value=2**40))
+def test_login_day_refuses_times_in_the_future():
+    # a year-3000 login would keep the account from ever expiring
+    assert login_day(str(int(NOW) + 3600), NOW) == int(NOW + 3600) // DAY * DAY
+    with pytest.raises(ValueError, match="future"):
+        login_day(str(int(NOW) + 2 * DAY), NOW)
+    with pytest.raises(ValueError):
+        login_day("32503680000", NOW)
+
+
+@given(st.integers(min_value=0, max_value=int(NOW)))
 def test_login_day_is_a_day_boundary_at_or_before_the_time(seconds):
-    day = login_day(str(seconds))
+    day = login_day(str(seconds), NOW)
     assert day % DAY == 0
     assert day <= seconds < day + DAY
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import hashlib
 import re
 import shlex
 import stat
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatmaild import config
-from relay.render import Layout, Ports, RenderParams, render
+from relay.render import Layout, Ports, RenderError, RenderParams, code_digest, render
 
 PARAMS = RenderParams(ports=Ports(imap=12345), vmail_uid=1234, bin_dir=Path("/x/bin"))
 
@@ -44,7 +45,12 @@ def setting(text: str, name: str) -> list[str]:
 
 def test_first_render_writes_all_files(cfg, layout):
     changed = render(cfg, layout, PARAMS)
-    expected = [layout.dovecot_conf, layout.auth_dict_conf, layout.supervisord_conf]
+    expected = [
+        layout.dovecot_conf,
+        layout.auth_dict_conf,
+        layout.auth_create_conf,
+        layout.supervisord_conf,
+    ]
     assert sorted(changed) == sorted(expected)
     for path in expected:
         assert path.is_file()
@@ -58,8 +64,14 @@ def test_dovecot_conf_has_port_uid_and_paths(cfg, layout):
     assert setting(text, "port") == ["12345", "0"]  # imap, and imaps disabled
     assert setting(text, "first_valid_uid") == ["1234"]
     assert setting(text, "last_valid_uid") == ["1234"]
-    assert setting(text, "args") == [str(layout.auth_dict_conf)] * 2  # passdb and userdb
-    assert setting(text, "driver") == ["dict", "dict"]
+    # passdb of existing accounts, passdb that creates, userdb
+    assert setting(text, "args") == [
+        str(layout.auth_dict_conf),
+        str(layout.auth_create_conf),
+        str(layout.auth_dict_conf),
+    ]
+    assert setting(text, "driver") == ["dict", "dict", "dict"]
+    assert setting(text, "result_internalfail") == ["return-fail"]
     assert setting(text, "base_dir") == [str(layout.dovecot_base_dir)]
     assert setting(text, "state_dir") == [str(layout.dovecot_state_dir)]
     assert setting(text, "listen") == ["127.0.0.1"]
@@ -81,13 +93,17 @@ def test_auth_worker_runs_as_vmail_user(cfg, layout):
     assert setting(block.group(1), "user") == ["vmail"]
 
 
-def test_auth_dict_conf_points_at_doveauth_with_password_key(cfg, layout):
+def test_auth_dict_confs_point_at_doveauth_and_only_creation_sends_the_password(cfg, layout):
     render(cfg, layout, PARAMS)
-    text = layout.auth_dict_conf.read_text()
-    assert setting(text, "uri") == [f"proxy:{layout.doveauth_socket}:auth"]
-    assert setting(text, "password_key") == ['passdb/%Ew"%Eu']
-    assert setting(text, "user_key") == ["userdb/%Eu"]
-    assert setting(text, "iterate_prefix") == ["userdb/"]
+    lookup = layout.auth_dict_conf.read_text()
+    create = layout.auth_create_conf.read_text()
+    assert setting(lookup, "uri") == [f"proxy:{layout.doveauth_socket}:auth"]
+    assert setting(lookup, "password_key") == ["passdb/%Eu"]
+    assert setting(create, "uri") == [f"proxy:warn_slow_msecs=30000:{layout.doveauth_socket}:auth"]
+    assert setting(create, "password_key") == ['passdb/%Ew"%Eu']
+    for text in (lookup, create):
+        assert setting(text, "user_key") == ["userdb/%Eu"]
+        assert setting(text, "iterate_prefix") == ["userdb/"]
 
 
 def test_supervisord_runs_dict_daemons_as_vmail_with_socket_and_config(cfg, layout, ini):
@@ -166,7 +182,7 @@ def test_missing_vmail_user_is_a_clear_error(tmp_path, layout):
     ini = tmp_path / "chatmail.ini"
     ini.write_text("[params]\nmail_domain = chat.example.org\nvmail_user = no-such-user-here\n")
     params = RenderParams(ports=Ports(imap=12345), bin_dir=Path("/x/bin"))
-    with pytest.raises(SystemExit, match="no-such-user-here"):
+    with pytest.raises(RenderError, match="no-such-user-here"):
         render(config.load(ini), layout, params)
     assert not layout.dovecot_conf.exists()
 
@@ -181,3 +197,18 @@ def test_config_loaded_from_relative_path_is_passed_to_daemons_absolute(
     render(config.load("chatmail.ini"), layout, PARAMS)
     command = shlex.split(supervisord_sections(layout)["program:doveauth"]["command"])
     assert command[2] == str(tmp_path / "chatmail.ini")
+
+
+@pytest.mark.parametrize("bad", ["/tmp/with space", "/tmp/per%(cent)s", "relative/dir", "/x/'q'"])
+def test_paths_that_configs_cannot_hold_literally_are_refused(cfg, bad):
+    with pytest.raises(RenderError, match="state directory"):
+        render(cfg, Layout(Path(bad)), PARAMS)
+
+
+def test_daemons_restart_when_their_code_or_chatmail_ini_changes(cfg, layout):
+    render(cfg, layout, PARAMS)
+    conf = supervisord_sections(layout)
+    env = conf["program:doveauth"]["environment"]
+    assert code_digest() in env
+    assert hashlib.sha256(cfg.path.read_bytes()).hexdigest() in env
+    assert conf["supervisord"]["umask"] == "027"

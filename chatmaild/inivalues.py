@@ -1,0 +1,89 @@
+"""Parsers for chatmail.ini values: each turns the text of one value into its type.
+
+Each raises ValueError with a message saying what was expected; ``chatmaild.config`` adds the
+file and key to it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]?)B?$", re.IGNORECASE)
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
+
+
+def parse_size(text: str) -> int:
+    """'500M' -> bytes (binary units, as Dovecot reads them)."""
+    match = _SIZE_RE.match(text.strip())
+    if not match:
+        raise ValueError("expected a size such as 500M, 1G or 31457280")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_int(text: str) -> int:
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError("expected a whole number such as 9")
+    return int(value)
+
+
+def parse_float(text: str) -> float:
+    value = float(text.strip())
+    if not value >= 0:  # also refuses nan
+        raise ValueError("must be a non-negative number")
+    return value
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+def parse_str(text: str) -> str:
+    return text.strip()
+
+
+def parse_domain(text: str) -> str:
+    """A DNS name, or an IPv4 address (written with or without brackets) for an IP-only relay."""
+    value = text.strip().lower()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    try:
+        ipaddress.IPv4Address(value)
+        return value
+    except ValueError:
+        pass
+    if value.rsplit(".", 1)[-1].isdigit():
+        raise ValueError(
+            "not a valid IPv4 address (nor a domain name: no top-level domain is numeric)"
+        )
+    if not _HOSTNAME_RE.fullmatch(value):
+        raise ValueError("expected a domain name such as chat.example.org or an IPv4 address")
+    return value
+
+
+def parse_path(text: str) -> Path:
+    value = text.strip()
+    if not value.startswith("/"):
+        raise ValueError("expected an absolute path")
+    return Path(value)
+
+
+def is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
