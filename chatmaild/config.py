@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .inivalues import (
     is_ipv4,
@@ -30,6 +31,7 @@ from .inivalues import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SECTION = "params"
 
@@ -169,6 +171,11 @@ class Config:
     def addr_domain(self) -> str:
         """The domain as it appears in addresses: ``[192.0.2.1]`` for an IP-only relay."""
         return f"[{self.mail_domain}]" if self.is_ip_relay else self.mail_domain
+
+
+def settings_from(cls: type[T], cfg: Config) -> T:
+    """Build a daemon's small settings dataclass from the chatmail.ini fields of the same names."""
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 def _keys() -> list[dataclasses.Field]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from chatmaild import dictproto as dp
 from chatmaild import dictreply as dr
-from chatmaild.config import Config
+from chatmaild.config import Config, settings_from
 from chatmaild.dictconn import DictHandler
 from chatmaild.mailbox import (
     PASSWORD_FILE,
@@ -64,8 +64,8 @@ class AuthSettings:
         return cls(
             cfg.mailboxes_dir,
             cfg.vmail_user,
-            CreationRules.from_config(cfg),
-            ResourceLimits.from_config(cfg),
+            settings_from(CreationRules, cfg),
+            settings_from(ResourceLimits, cfg),
         )
 
 

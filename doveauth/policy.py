@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 
-from chatmaild.config import Config
 from chatmaild.mailbox import InvalidAddress, check_address
 
 # libxcrypt refuses passphrases of 512 bytes or more, and SHA512-CRYPT's cost grows with the
@@ -29,15 +28,6 @@ class CreationRules:
     username_max_length: int
     password_min_length: int
 
-    @classmethod
-    def from_config(cls, cfg: Config) -> CreationRules:
-        return cls(
-            cfg.addr_domain,
-            cfg.username_min_length,
-            cfg.username_max_length,
-            cfg.password_min_length,
-        )
-
 
 @dataclass(frozen=True)
 class ResourceLimits:
@@ -46,16 +36,6 @@ class ResourceLimits:
     max_load_1m: float
     min_available_memory: int
     min_free_disk_space: int
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> ResourceLimits:
-        return cls(
-            cfg.nocreate_file,
-            cfg.mailboxes_dir,
-            cfg.max_load_1m,
-            cfg.min_available_memory,
-            cfg.min_free_disk_space,
-        )
 
 
 @dataclass(frozen=True)

@@ -87,11 +87,7 @@ def test_up_login_status_down(setup):
 
 def test_up_restarts_when_chatmail_ini_changes(setup):
     tmp, ini, state = setup
-    ini.write_text(
-        f"[params]\nmail_domain = example.org\nmailboxes_dir = {tmp}/mail\n"
-        f"nocreate_file = {tmp}/nocreate\n"
-    )
-    args = ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(free_port()))
+    args = simple_relay_args(tmp, ini, state)
     assert run("up", *args).returncode == 0
     before = pids(state)
     ini.write_text(ini.read_text() + "password_min_length = 12\n")
@@ -105,11 +101,7 @@ def test_up_restarts_when_chatmail_ini_changes(setup):
 
 def test_up_again_starts_what_was_stopped_and_ignores_a_stale_pidfile(setup):
     tmp, ini, state = setup
-    ini.write_text(
-        f"[params]\nmail_domain = example.org\nmailboxes_dir = {tmp}/mail\n"
-        f"nocreate_file = {tmp}/nocreate\n"
-    )
-    args = ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(free_port()))
+    args = simple_relay_args(tmp, ini, state)
     assert run("up", *args).returncode == 0
     conf = str(state / "supervisord.conf")
     subprocess.run(
@@ -123,6 +115,14 @@ def test_up_again_starts_what_was_stopped_and_ignores_a_stale_pidfile(setup):
     assert "not running" in run("status", "--state-dir", str(state)).stdout
     assert run("up", *args).returncode == 0
     assert set(pids(state)) == {"doveauth", "lastlogin", "dovecot"}
+
+
+def simple_relay_args(tmp: Path, ini: Path, state: Path) -> tuple[str, ...]:
+    ini.write_text(
+        f"[params]\nmail_domain = example.org\nmailboxes_dir = {tmp}/mail\n"
+        f"nocreate_file = {tmp}/nocreate\n"
+    )
+    return ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(free_port()))
 
 
 def pids(state: Path) -> dict[str, str]:

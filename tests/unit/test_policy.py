@@ -13,6 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from chatmaild import config
+from chatmaild.config import settings_from
 from doveauth.auth import split_passdb_key
 from doveauth.hashing import SCHEME, hash_password
 from doveauth.lastlogin import DAY, login_day
@@ -100,8 +101,10 @@ def test_refusal_allows_a_good_first_login(rules, addr, password):
 
 def test_creation_rules_of_an_ip_relay_use_the_bracketed_domain():
     cfg = config.parse("[params]\nmail_domain = 127.0.0.1\n")
-    assert CreationRules.from_config(cfg) == IP_RULES
-    assert refusal(CreationRules.from_config(cfg), "abcdefghi@[127.0.0.1]", GOOD_PASSWORD) is None
+    assert settings_from(CreationRules, cfg) == IP_RULES
+    assert (
+        refusal(settings_from(CreationRules, cfg), "abcdefghi@[127.0.0.1]", GOOD_PASSWORD) is None
+    )
 
 
 def test_creation_rules_from_config_take_the_configured_lengths():
@@ -109,7 +112,7 @@ def test_creation_rules_from_config_take_the_configured_lengths():
         "[params]\nmail_domain = example.org\nusername_min_length = 3\n"
         "username_max_length = 20\npassword_min_length = 12\n"
     )
-    rules = CreationRules.from_config(cfg)
+    rules = settings_from(CreationRules, cfg)
     assert rules == CreationRules("example.org", 3, 20, 12)
     assert refusal(rules, "abc@example.org", "x" * 12) is None
     assert "password shorter than 12" in refusal(rules, "abc@example.org", "x" * 11)
@@ -167,7 +170,7 @@ def test_resource_refusal_allows_when_all_is_fine(measured):
 
 def test_resource_limits_from_default_config():
     cfg = config.parse("[params]\nmail_domain = example.org\n")
-    assert ResourceLimits.from_config(cfg) == LIMITS
+    assert settings_from(ResourceLimits, cfg) == LIMITS
 
 
 def test_measure_returns_plausible_values(tmp_path):
