@@ -40,8 +40,13 @@ class DictProtocolError(ValueError):
     """A request line that does not follow the protocol."""
 
 
+_NEEDS_ESCAPE = re.compile("[\x00\x01\t\r\n]")
+
+
 def escape(text: str) -> str:
     """Dovecot's str_tabescape: make ``text`` safe inside one TAB-separated field."""
+    if _NEEDS_ESCAPE.search(text) is None:  # the usual case: a JSON reply needs nothing
+        return text
     return text.translate(_ESCAPE_TABLE)
 
 

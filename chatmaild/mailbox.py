@@ -117,9 +117,12 @@ def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
 def read_password(udir: Path) -> str | None:
     """The stored password hash of the account in ``udir``, or None if there is no account."""
     try:
-        text = (udir / PASSWORD_FILE).read_text(encoding="utf-8").strip()
+        with open(os.path.join(udir, PASSWORD_FILE), "rb") as fp:
+            text = fp.read(4096).decode("utf-8").strip()
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise OSError(f"{udir / PASSWORD_FILE} is not UTF-8") from None
     if not text:
         raise OSError(f"{udir / PASSWORD_FILE} is empty")
     # a bare crypt(3) hash (written without Dovecot's {SCHEME} prefix) is still verifiable

@@ -46,10 +46,10 @@ from .policy import CreationRules, ResourceLimits, measure, refusal, resource_re
 log = logging.getLogger(__name__)
 
 PASSDB = "shared/passdb/"
-# Sign-ups waiting for a hashing worker; beyond this a new address is refused at once, so a
-# flood of sign-ups cannot make Dovecot's lookups wait for seconds (or time out).
-MAX_CREATIONS_IN_FLIGHT = 256
 USERDB = "shared/userdb/"
+# Sign-ups waiting their turn; beyond this a new address is refused at once, so a flood of
+# sign-ups cannot make Dovecot's lookups wait for seconds (or time out).
+MAX_CREATIONS_IN_FLIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,9 @@ def split_passdb_key(key: str) -> tuple[str | None, str]:
     %E puts a backslash before ``\\``, ``"`` and ``'``; the first unescaped ``"`` separates.
     A key without one is a bare user: (None, user).
     """
+    if "\\" not in key:  # the usual case: nothing escaped
+        password, sep, user = key.partition('"')
+        return (password, user) if sep else (None, key)
     parts: list[list[str]] = [[]]
     chars = iter(key)
     for ch in chars:
@@ -96,9 +99,17 @@ class AuthDict(DictHandler):
         self.s = settings
         self.hasher = hasher
         self._creating = 0
+        # Only as many sign-ups at work as there are hashing workers: more would not create
+        # accounts faster, but their file writes would take the CPU from existing logins.
+        self._working = asyncio.Semaphore(hasher.workers)
 
     def _userdb_fields(self, udir: Path) -> dict[str, str]:
         return {"home": str(udir), "uid": self.s.vmail_user, "gid": self.s.vmail_user}
+
+    def _found(self, udir: Path, password_hash: str) -> dr.Found:
+        # userdb_* fields let Dovecot's prefetch userdb skip a second lookup for this login
+        fields = {f"userdb_{k}": v for k, v in self._userdb_fields(udir).items()}
+        return dr.Found(json.dumps({"password": password_hash, **fields}))
 
     def lookup(self, req: dp.Lookup) -> dr.LookupResult | Awaitable[dr.LookupResult]:
         if req.key.startswith(PASSDB):
@@ -141,9 +152,6 @@ class AuthDict(DictHandler):
             return dr.NOT_FOUND
         return self._create(addr, udir, password)
 
-    def _found(self, udir: Path, password_hash: str) -> dr.Found:
-        return dr.Found(json.dumps({"password": password_hash, **self._userdb_fields(udir)}))
-
     def _userdb(self, addr: str) -> dr.LookupResult:
         account = self._account(addr)
         if account is None or account[1] is None:
@@ -151,17 +159,20 @@ class AuthDict(DictHandler):
         return dr.Found(json.dumps(self._userdb_fields(account[0])))
 
     async def _create(self, addr: str, udir: Path, password: str) -> dr.LookupResult:
+        reason = refusal(self.s.rules, addr, password)
+        if reason is not None:
+            log.warning("account %s not created: %s", addr, reason)
+            return dr.NOT_FOUND
         self._creating += 1
         try:
-            reason = refusal(self.s.rules, addr, password)
-            if reason is None:
+            async with self._working:
                 measured = await asyncio.to_thread(measure, self.s.limits)
                 reason = resource_refusal(self.s.limits, measured)
-            if reason is not None:
-                log.warning("account %s not created: %s", addr, reason)
-                return dr.NOT_FOUND
-            hashed = await self.hasher.hash(password)
-            stored, created = await asyncio.to_thread(create_account, udir, hashed)
+                if reason is not None:
+                    log.warning("account %s not created: %s", addr, reason)
+                    return dr.NOT_FOUND
+                hashed = await self.hasher.hash(password)
+                stored, created = await asyncio.to_thread(create_account, udir, hashed)
         except OSError as exc:
             log.error("account %s not created: %s", addr, exc)
             return dr.NOT_FOUND

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,9 +40,21 @@ def hash_password(password: str) -> str:
     return SCHEME + hashed
 
 
-def _lower_priority() -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _init_worker() -> None:
+    """In each worker: yield the CPU to the event loop, and die with doveauth.
+
+    Without the parent-death signal a doveauth killed with SIGKILL (or by the OOM killer)
+    would leave its workers running forever.
+    """
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
 
 
 class Hasher:
@@ -58,7 +72,7 @@ class Hasher:
         return ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_lower_priority,
+            initializer=_init_worker,
         )
 
     async def hash(self, password: str) -> str:

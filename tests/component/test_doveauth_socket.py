@@ -30,7 +30,8 @@ def test_first_login_creates_account(doveauth):
     udir = doveauth.mailboxes / ADDR
     assert reply["password"].startswith("{SHA512-CRYPT}$6$")
     assert reply["password"] == (udir / "password").read_text()
-    assert reply["home"] == str(udir)
+    assert reply["userdb_home"] == str(udir)  # for Dovecot's prefetch userdb
+    assert reply["userdb_uid"] == reply["userdb_gid"] == "vmail"
     assert (udir / "enforceE2EEincoming").exists()
     assert stat.S_IMODE((udir / "password").stat().st_mode) == 0o600
     assert f"created account {ADDR}" in doveauth.log_text()
@@ -265,3 +266,16 @@ def test_sign_ups_survive_a_killed_hashing_worker(doveauth):
         assert found(c.passdb(ADDR, PASSWORD))["password"].startswith("{SHA512-CRYPT}")
         assert found(c.passdb("bcdefghij@example.org", PASSWORD))
     assert "a hashing worker died" in doveauth.log_text()
+
+
+def test_hashing_workers_die_with_a_killed_doveauth(doveauth):
+    import psutil
+
+    with DictClient(doveauth.socket) as c:
+        found(c.passdb(ADDR, PASSWORD))  # the workers are up
+    children = psutil.Process(doveauth.proc.pid).children(recursive=True)
+    assert children
+    doveauth.proc.kill()
+    doveauth.proc.wait()
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []

@@ -70,7 +70,7 @@ def test_dovecot_conf_has_port_uid_and_paths(cfg, layout):
         str(layout.auth_create_conf),
         str(layout.auth_dict_conf),
     ]
-    assert setting(text, "driver") == ["dict", "dict", "dict"]
+    assert setting(text, "driver") == ["dict", "dict", "prefetch", "dict"]
     assert setting(text, "result_internalfail") == ["return-fail"]
     assert setting(text, "base_dir") == [str(layout.dovecot_base_dir)]
     assert setting(text, "state_dir") == [str(layout.dovecot_state_dir)]
@@ -97,9 +97,11 @@ def test_auth_dict_confs_point_at_doveauth_and_only_creation_sends_the_password(
     render(cfg, layout, PARAMS)
     lookup = layout.auth_dict_conf.read_text()
     create = layout.auth_create_conf.read_text()
-    assert setting(lookup, "uri") == [f"proxy:{layout.doveauth_socket}:auth"]
+    assert setting(lookup, "uri") == [f"proxy:idle_msecs=60000:{layout.doveauth_socket}:auth"]
     assert setting(lookup, "password_key") == ["passdb/%Eu"]
-    assert setting(create, "uri") == [f"proxy:warn_slow_msecs=30000:{layout.doveauth_socket}:auth"]
+    assert setting(create, "uri") == [
+        f"proxy:idle_msecs=60000:warn_slow_msecs=30000:{layout.doveauth_socket}:auth"
+    ]
     assert setting(create, "password_key") == ['passdb/%Ew"%Eu']
     for text in (lookup, create):
         assert setting(text, "user_key") == ["userdb/%Eu"]
@@ -130,9 +132,10 @@ def test_supervisord_runs_dict_daemons_as_vmail_with_socket_and_config(cfg, layo
 
 def test_doveauth_serves_the_socket_dovecot_asks(cfg, layout):
     render(cfg, layout, PARAMS)
-    (uri,) = setting(layout.auth_dict_conf.read_text(), "uri")
     command = shlex.split(supervisord_sections(layout)["program:doveauth"]["command"])
-    assert uri == f"proxy:{command[1]}:auth"
+    for conf in (layout.auth_dict_conf, layout.auth_create_conf):
+        (uri,) = setting(conf.read_text(), "uri")
+        assert uri.startswith("proxy:") and uri.endswith(f":{command[1]}:auth")
 
 
 def test_rendering_twice_changes_nothing(cfg, layout):
