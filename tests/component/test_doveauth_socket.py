@@ -279,3 +279,20 @@ def test_hashing_workers_die_with_a_killed_doveauth(doveauth):
     doveauth.proc.wait()
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
+
+
+def test_socket_mode_and_group_are_configurable(tmp_path):
+    import grp
+
+    from helpers_env import require
+
+    require("vmail" in {g.gr_name for g in grp.getgrall()}, "needs the vmail group")
+    daemon = start_daemon(
+        "doveauth", tmp_path, "", "--socket-mode", "640", "--socket-group", "vmail"
+    )
+    try:
+        st = daemon.socket.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o640
+        assert st.st_gid == grp.getgrnam("vmail").gr_gid
+    finally:
+        daemon.stop()
