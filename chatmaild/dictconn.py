@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class DictHandler:
     """Answers one dict's requests. Every method may return a value or an awaitable of it."""
 
     name = "dict"
+    # the answer to a lookup whose handler raised: a failure, unless a dict must never fail
+    lookup_failure: dr.LookupResult = dr.Failed("internal error")
 
     def lookup(self, req: dp.Lookup) -> dr.LookupResult | Awaitable[dr.LookupResult]:
         return dr.NOT_FOUND
@@ -67,6 +70,7 @@ class DictConnection(asyncio.Protocol):
         self._paused = False
         self._pending: deque[_Pending] = deque()
         self._transactions: dict[int, Transaction] = {}
+        self.last_activity = time.monotonic()
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -81,6 +85,7 @@ class DictConnection(asyncio.Protocol):
         self.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
         if self._discarding:
             end = data.find(b"\n")
             if end < 0:
@@ -96,6 +101,12 @@ class DictConnection(asyncio.Protocol):
         if len(self._buf) > dp.MAX_LINE:
             line, self._buf, self._discarding = self._buf, b"", True
             self._bad_line(line, f"line longer than {dp.MAX_LINE} bytes")
+
+    def idle(self, quiet: float) -> bool:
+        """No request outstanding, none half-received, and none for ``quiet`` seconds."""
+        return (
+            not self._pending and not self._buf and time.monotonic() - self.last_activity >= quiet
+        )
 
     def close(self) -> None:
         self._closing = True
@@ -133,7 +144,7 @@ class DictConnection(asyncio.Protocol):
             self.close()
 
     def _on_lookup(self, req: dp.Lookup) -> None:
-        self._call(self.handler.lookup, req, dr.encode_lookup, dr.Failed("internal error"))
+        self._call(self.handler.lookup, req, dr.encode_lookup, self.handler.lookup_failure)
 
     def _on_iterate(self, req: dp.Iterate) -> None:
         def encode(rows: dr.IterateResult) -> bytes:
@@ -192,7 +203,7 @@ class DictConnection(asyncio.Protocol):
         method: Callable[[Any], Any],
         arg: Any,
         encode: Callable[[Any], bytes],
-        on_error: dr.Failed,
+        on_error: object,
     ) -> None:
         """Run a handler method; reply now if it answered at once, else when it finishes."""
         try:
@@ -209,7 +220,7 @@ class DictConnection(asyncio.Protocol):
         task.add_done_callback(self._flush)
 
     async def _finish(
-        self, awaitable: Awaitable[Any], encode: Callable[[Any], bytes], on_error: dr.Failed
+        self, awaitable: Awaitable[Any], encode: Callable[[Any], bytes], on_error: object
     ) -> bytes:
         try:
             return encode(await awaitable)

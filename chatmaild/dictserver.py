@@ -18,11 +18,17 @@ import shutil
 import signal
 import socket
 import stat
+import time
 from pathlib import Path
 
 from .dictconn import DictConnection, DictHandler
 
 log = logging.getLogger(__name__)
+
+# On shutdown: how long connections get to finish (under supervisord's default stopwaitsecs
+# of 10), and how quiet a connection must be before it is closed.
+DRAIN_SECONDS = 8.0
+QUIET_SECONDS = 0.05
 
 
 class SocketInUse(RuntimeError):
@@ -86,14 +92,25 @@ class DictServer:
         if owner or group:
             shutil.chown(self.path, owner, group)
 
-    async def close(self) -> None:
-        """Stop listening, close every client connection, remove the socket file."""
+    async def close(self, drain: float = DRAIN_SECONDS) -> None:
+        """Stop listening, let connections finish what they asked, close them, remove the socket.
+
+        A connection is closed once it has no request outstanding and has been quiet for a
+        moment, or when ``drain`` seconds are up: Dovecot logs the key of a request that a
+        closed connection never answered, and a passdb key may hold a password. Closing them
+        all also matters because since Python 3.12 ``wait_closed()`` waits for every one.
+        """
         if self._server is None:
             return
         self._server.close()
-        # Dovecot keeps idle connections open; since Python 3.12 wait_closed() waits for them
-        for conn in list(self.connections):
-            conn.close()
+        deadline = time.monotonic() + drain
+        while self.connections:
+            late = time.monotonic() >= deadline
+            for conn in list(self.connections):
+                if late or conn.idle(QUIET_SECONDS):
+                    conn.close()
+                    self.connections.discard(conn)
+            await asyncio.sleep(0.02)
         await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()

@@ -9,10 +9,11 @@ Keys (``%E``-escaped by Dovecot, password and user separated by an unescaped ``"
     iterate shared/userdb/            -> one key per account (doveadm user '*')
 
 Dovecot verifies the password against the returned hash; this daemon never stores or logs a
-cleartext password. The relay's Dovecot asks the password-less key first and the creating key
-only for unknown users, because Dovecot writes a failed lookup's key into its log: that way an
-existing account's password never reaches a log line, and passdb lookups never answer a
-failure (``F``), only found or not found, with the reason logged here.
+cleartext password. Dovecot writes the key of a failed or timed-out lookup into its log, so the
+relay's Dovecot asks the password-less key first; for an address that has no account but may
+get one, that lookup answers ``noauthenticate`` and only then does Dovecot ask the creating key.
+A wrong password for an existing account thus never leaves Dovecot, and passdb lookups never
+answer a failure (``F``): problems are logged here and answered "not found".
 
 Files written: ``<mailboxes_dir>/<addr>/password`` and ``enforceE2EEincoming``, as ``vmail``.
 """
@@ -41,7 +42,14 @@ from chatmaild.mailbox import (
 )
 
 from .hashing import Hasher
-from .policy import CreationRules, ResourceLimits, measure, refusal, resource_refusal
+from .policy import (
+    CreationRules,
+    ResourceLimits,
+    address_refusal,
+    measure,
+    refusal,
+    resource_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,10 @@ USERDB = "shared/userdb/"
 # Sign-ups waiting their turn; beyond this a new address is refused at once, so a flood of
 # sign-ups cannot make Dovecot's lookups wait for seconds (or time out).
 MAX_CREATIONS_IN_FLIGHT = 256
+# Dovecot's dict client gives up after 30 s (and logs the key): answer well before.
+SIGNUP_DEADLINE = 10
+# "noauthenticate": this passdb neither accepts nor refuses; Dovecot asks the next one.
+NEXT_PASSDB = dr.Found('{"noauthenticate": "y"}')
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,7 @@ def split_passdb_key(key: str) -> tuple[str | None, str]:
 
 class AuthDict(DictHandler):
     name = "auth"
+    lookup_failure = dr.NOT_FOUND  # never "F": Dovecot would log the key, maybe a password
 
     def __init__(self, settings: AuthSettings, hasher: Hasher) -> None:
         self.s = settings
@@ -144,12 +157,28 @@ class AuthDict(DictHandler):
             log.debug("passdb: account %s exists", addr)
             return self._found(udir, stored)
         if password is None:
+            return self._may_be_created(addr)
+        return self._start_creation(addr, udir, password)
+
+    def _may_be_created(self, addr: str) -> dr.LookupResult:
+        """The password-less lookup of an address without an account."""
+        reason = address_refusal(self.s.rules, addr)
+        if reason is not None:
+            log.warning("account %s not created: %s", addr, reason)
             return dr.NOT_FOUND
-        if self._creating >= MAX_CREATIONS_IN_FLIGHT:
-            log.warning(
-                "account %s not created: %d sign-ups already in progress", addr, self._creating
-            )
+        # Dovecot goes on to the next passdb, whose key carries the password to create it with
+        return NEXT_PASSDB
+
+    def _start_creation(
+        self, addr: str, udir: Path, password: str
+    ) -> dr.LookupResult | Awaitable[dr.LookupResult]:
+        reason = refusal(self.s.rules, addr, password)
+        if reason is None and self._creating >= MAX_CREATIONS_IN_FLIGHT:
+            reason = f"{self._creating} sign-ups already in progress"
+        if reason is not None:
+            log.warning("account %s not created: %s", addr, reason)
             return dr.NOT_FOUND
+        self._creating += 1  # counted on arrival: a burst in one read is bounded too
         return self._create(addr, udir, password)
 
     def _userdb(self, addr: str) -> dr.LookupResult:
@@ -159,25 +188,30 @@ class AuthDict(DictHandler):
         return dr.Found(json.dumps(self._userdb_fields(account[0])))
 
     async def _create(self, addr: str, udir: Path, password: str) -> dr.LookupResult:
-        reason = refusal(self.s.rules, addr, password)
-        if reason is not None:
-            log.warning("account %s not created: %s", addr, reason)
-            return dr.NOT_FOUND
-        self._creating += 1
+        """Create the account, answering within SIGNUP_DEADLINE and never with a failure.
+
+        Dovecot logs the key of a lookup that fails or times out, and this key holds the
+        password: every problem is logged here and answered "not found".
+        """
         try:
-            async with self._working:
-                measured = await asyncio.to_thread(measure, self.s.limits)
-                reason = resource_refusal(self.s.limits, measured)
-                if reason is not None:
-                    log.warning("account %s not created: %s", addr, reason)
-                    return dr.NOT_FOUND
-                hashed = await self.hasher.hash(password)
-                stored, created = await asyncio.to_thread(create_account, udir, hashed)
-        except OSError as exc:
-            log.error("account %s not created: %s", addr, exc)
-            return dr.NOT_FOUND
+            return await asyncio.wait_for(self._create_now(addr, udir, password), SIGNUP_DEADLINE)
+        except TimeoutError:
+            log.error("account %s not created: not done within %ss", addr, SIGNUP_DEADLINE)
+        except Exception as exc:
+            log.error("account %s not created: %s", addr, exc or type(exc).__name__)
         finally:
             self._creating -= 1
+        return dr.NOT_FOUND
+
+    async def _create_now(self, addr: str, udir: Path, password: str) -> dr.LookupResult:
+        async with self._working:
+            measured = await asyncio.to_thread(measure, self.s.limits)
+            reason = resource_refusal(self.s.limits, measured)
+            if reason is not None:
+                log.warning("account %s not created: %s", addr, reason)
+                return dr.NOT_FOUND
+            hashed = await self.hasher.hash(password)
+            stored, created = await asyncio.to_thread(create_account, udir, hashed)
         if created:
             log.info("created account %s", addr)
         return self._found(udir, stored)

@@ -46,8 +46,8 @@ class Measurements:
     free_disk: int
 
 
-def refusal(rules: CreationRules, addr: str, password: str) -> str | None:
-    """Why no account may be created for this address and password, or None if it may."""
+def address_refusal(rules: CreationRules, addr: str) -> str | None:
+    """Why no account may ever be created for this address, or None if it may."""
     try:
         localpart, domain = check_address(addr)
     except InvalidAddress as exc:
@@ -58,6 +58,11 @@ def refusal(rules: CreationRules, addr: str, password: str) -> str | None:
         return f"username shorter than {rules.username_min_length} characters"
     if len(localpart) > rules.username_max_length:
         return f"username longer than {rules.username_max_length} characters"
+    return None
+
+
+def password_refusal(rules: CreationRules, password: str) -> str | None:
+    """Why a new account may not have this password, or None if it may."""
     if len(password) < rules.password_min_length:
         return f"password shorter than {rules.password_min_length} characters"
     try:
@@ -69,6 +74,11 @@ def refusal(rules: CreationRules, addr: str, password: str) -> str | None:
     if "\0" in password:
         return "password contains NUL"
     return None
+
+
+def refusal(rules: CreationRules, addr: str, password: str) -> str | None:
+    """Why no account may be created for this address and password, or None if it may."""
+    return address_refusal(rules, addr) or password_refusal(rules, password)
 
 
 def resource_refusal(limits: ResourceLimits, m: Measurements) -> str | None:

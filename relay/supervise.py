@@ -89,12 +89,12 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
 
     On a running relay only what changed restarts: ``supervisorctl update`` restarts a daemon
     whose program section changed (it carries digests of chatmail.ini and of the installed
-    code), Dovecot re-reads a changed configuration on SIGHUP without dropping connections,
-    and a program someone stopped is started again. True if supervisord was started.
+    code), Dovecot re-reads its configuration on SIGHUP without dropping connections, and a
+    program someone stopped is started again. True if supervisord was started.
     """
     if shutil.which(SUPERVISORD) is None:
         raise RelayError("supervisord not found: install Debian's supervisor package")
-    changed = prepare(config, layout, params)
+    prepare(config, layout, params)
     if supervisord_pid(layout) is None:
         result = subprocess.run(
             [SUPERVISORD, "-c", str(layout.supervisord_conf)],
@@ -109,9 +109,10 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
             )
         wait_ready(layout, params, timeout)
         return True
+    # Dovecot reloads on SIGHUP and keeps its connections: cheap enough to do every time, so a
+    # configuration rendered earlier (chatmail-relay render, an interrupted up) takes effect too
+    _ctl(layout, "signal", "HUP", "dovecot", check=False)
     _ctl(layout, "update")
-    if changed & {layout.dovecot_conf, layout.auth_dict_conf, layout.auth_create_conf}:
-        _ctl(layout, "signal", "HUP", "dovecot", check=False)
     _ctl(layout, "start", "all", check=False)  # "already started" is not an error here
     wait_ready(layout, params, timeout)
     return False

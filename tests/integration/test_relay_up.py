@@ -137,3 +137,17 @@ def test_bad_chatmail_ini_is_reported_not_started(setup):
     assert result.returncode == 1
     assert str(ini) in result.stderr and "max_load_1m" in result.stderr and "lots" in result.stderr
     assert not state.exists()
+
+
+def test_up_applies_a_configuration_rendered_before(setup):
+    tmp, ini, state = setup
+    args = simple_relay_args(tmp, ini, state)
+    assert run("up", *args).returncode == 0
+    dovecot = pids(state)["dovecot"]
+    new_port = str(free_port())
+    moved = (*args[:-1], new_port)
+    assert run("render", *moved).returncode == 0  # rendered, not yet applied
+    result = run("up", *moved)
+    assert result.returncode == 0, result.stderr
+    assert f"port {new_port}" in result.stdout
+    assert pids(state)["dovecot"] == dovecot  # reloaded, not restarted

@@ -1,0 +1,97 @@
+"""AuthDict's decisions without sockets: what each kind of passdb key gets, and that a sign-up
+never answers a failure (Dovecot would log the key, which holds the password)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from chatmaild import config
+from chatmaild import dictproto as dp
+from chatmaild import dictreply as dr
+from doveauth import auth
+from doveauth.auth import AuthDict, AuthSettings
+
+
+class FakeHasher:
+    workers = 1
+
+    def __init__(self, behaviour: str = "ok") -> None:
+        self.behaviour = behaviour
+
+    async def hash(self, password: str) -> str:
+        if self.behaviour == "raise":
+            raise ValueError("crypt refused the password")
+        if self.behaviour == "hang":
+            await asyncio.sleep(60)
+        return "{SHA512-CRYPT}$6$salt$hash"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    cfg = config.parse(
+        "[params]\nmail_domain = example.org\n"
+        f"mailboxes_dir = {tmp_path / 'mail'}\nnocreate_file = {tmp_path / 'nocreate'}\n"
+        "max_load_1m = 1000\nmin_available_memory = 1M\nmin_free_disk_space = 1M\n"
+    )
+    return AuthSettings.from_config(cfg)
+
+
+def lookup(handler: AuthDict, key: str) -> dr.LookupResult:
+    async def run():
+        result = handler.lookup(dp.Lookup(key))
+        return await result if asyncio.iscoroutine(result) else result
+
+    return asyncio.run(run())
+
+
+def test_passwordless_key_of_a_new_allowed_address_defers_to_the_next_passdb(settings):
+    handler = AuthDict(settings, FakeHasher())
+    assert lookup(handler, "shared/passdb/abcdefghi@example.org") == auth.NEXT_PASSDB
+    assert json.loads(auth.NEXT_PASSDB.value) == {"noauthenticate": "y"}
+
+
+@pytest.mark.parametrize("addr", ["short@example.org", "abcdefghi@other.org", "../x@example.org"])
+def test_passwordless_key_of_an_address_that_can_never_exist_is_not_found(settings, addr):
+    assert lookup(AuthDict(settings, FakeHasher()), f"shared/passdb/{addr}") == dr.NOT_FOUND
+
+
+def test_existing_account_is_found_by_either_key_without_creating(settings):
+    handler = AuthDict(settings, FakeHasher())
+    created = lookup(handler, 'shared/passdb/password123"abcdefghi@example.org')
+    assert json.loads(created.value)["password"] == "{SHA512-CRYPT}$6$salt$hash"
+    assert lookup(handler, "shared/passdb/abcdefghi@example.org") == created
+
+
+@pytest.mark.parametrize("behaviour", ["raise", "hang"])
+def test_a_failing_sign_up_answers_not_found_never_a_failure(settings, behaviour, monkeypatch):
+    monkeypatch.setattr(auth, "SIGNUP_DEADLINE", 0.1)
+    handler = AuthDict(settings, FakeHasher(behaviour))
+    assert lookup(handler, 'shared/passdb/password123"abcdefghi@example.org') == dr.NOT_FOUND
+    assert handler._creating == 0
+    assert not (settings.mailboxes_dir / "abcdefghi@example.org" / "password").exists()
+
+
+def test_handler_exceptions_fall_back_to_not_found_for_auth():
+    # dictconn answers a raising handler with lookup_failure: never F for the auth dict
+    assert AuthDict.lookup_failure == dr.NOT_FOUND
+
+
+def test_sign_ups_beyond_the_queue_are_refused_at_once(settings, monkeypatch):
+    monkeypatch.setattr(auth, "MAX_CREATIONS_IN_FLIGHT", 2)
+    handler = AuthDict(settings, FakeHasher("hang"))
+
+    async def burst():
+        results = [
+            handler.lookup(dp.Lookup(f'shared/passdb/password123"abcdefgh{i}@example.org'))
+            for i in range(4)
+        ]
+        # the first two were accepted (coroutines), the rest refused on arrival
+        assert [asyncio.iscoroutine(r) for r in results] == [True, True, False, False]
+        assert results[2:] == [dr.NOT_FOUND, dr.NOT_FOUND]
+        for coro in results[:2]:
+            coro.close()
+
+    asyncio.run(burst())
