@@ -55,7 +55,11 @@ def parse_args(name: str, description: str, argv: list[str] | None) -> DaemonArg
     )
     parser.add_argument("--socket-owner", help="user to own the socket (default: this process's)")
     parser.add_argument("--socket-group", help="group to own the socket")
-    parser.add_argument("--debug", action="store_true", help="log each request's outcome")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="also log debug details (e.g. which lookups found an account)",
+    )
     args = parser.parse_args(argv)
     setup_logging(name, logging.DEBUG if args.debug else logging.INFO)
     try:
