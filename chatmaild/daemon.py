@@ -23,8 +23,8 @@ class DaemonArgs:
     socket: Path
     config: config.Config
     socket_mode: int
-    socket_owner: str | None
     socket_group: str | None
+    restart_grace: float
 
 
 def _mode(text: str) -> int:
@@ -35,6 +35,16 @@ def _mode(text: str) -> int:
     if not 0 <= mode <= 0o777:
         raise argparse.ArgumentTypeError(f"{text!r} is not a file mode")
     return mode
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 to 60 seconds")
+    return value
 
 
 def parse_args(name: str, description: str, argv: list[str] | None) -> DaemonArgs:
@@ -53,8 +63,21 @@ def parse_args(name: str, description: str, argv: list[str] | None) -> DaemonArg
         default=0o660,
         help="permissions of the socket, octal (default: 660)",
     )
-    parser.add_argument("--socket-owner", help="user to own the socket (default: this process's)")
-    parser.add_argument("--socket-group", help="group to own the socket")
+    # No --socket-owner: the daemon runs as vmail, and only root may give a file away. The
+    # socket belongs to the daemon's user; a group lets other users' processes connect.
+    parser.add_argument(
+        "--socket-group",
+        help="group to own the socket; the daemon's user must be a member (default: its own)",
+    )
+    parser.add_argument(
+        "--restart-grace",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="after this daemon stops, how long its socket keeps queueing connections for the "
+        "next process on the same socket, so no lookup fails during a restart "
+        "(default: 10; 0: remove the socket at once)",
+    )
     parser.add_argument(
         "--debug",
         action="store_true",
@@ -66,14 +89,14 @@ def parse_args(name: str, description: str, argv: list[str] | None) -> DaemonArg
         cfg = config.load(args.config)
     except config.ConfigError as exc:
         parser.exit(2, f"{name}: {exc}\n")
-    return DaemonArgs(args.socket, cfg, args.socket_mode, args.socket_owner, args.socket_group)
+    return DaemonArgs(args.socket, cfg, args.socket_mode, args.socket_group, args.restart_grace)
 
 
 async def serve_until_signalled(args: DaemonArgs, handler: DictHandler) -> int:
     """Serve ``handler`` on the daemon's socket until SIGTERM/SIGINT; the exit status."""
     server = DictServer(args.socket, handler)
     try:
-        await server.start(args.socket_mode, args.socket_owner, args.socket_group)
+        await server.start(args.socket_mode, args.socket_group, args.restart_grace)
     except (SocketInUse, OSError) as exc:
         log.error("cannot listen on %s: %s", args.socket, exc)
         return 1

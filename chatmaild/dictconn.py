@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -68,6 +70,7 @@ class DictConnection(asyncio.Protocol):
         self._discarding = False  # inside an overlong line, until its newline
         self._closing = False
         self._paused = False
+        self._held = False  # shutting down: no new requests are read from now on
         self._pending: deque[_Pending] = deque()
         self._transactions: dict[int, Transaction] = {}
         self.last_activity = time.monotonic()
@@ -112,6 +115,40 @@ class DictConnection(asyncio.Protocol):
         self._closing = True
         if self.transport is not None:
             self.transport.close()
+
+    # -- passing the connection on to the next process (chatmaild.handoff) ----------------------
+
+    def hold(self) -> None:
+        """Read no new request, except to complete a half-received line."""
+        self._held = True
+        if self.transport is None:
+            return
+        if self._buf and self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+        elif not self._buf and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def settled(self) -> bool:
+        """Every request answered and written, no line half-received, no transaction open."""
+        return (
+            self.transport is not None
+            and not self._pending
+            and not self._buf
+            and not self._transactions
+            and self.transport.get_write_buffer_size() == 0
+        )
+
+    def detach(self) -> socket.socket | None:
+        """A duplicate of the connection's socket; this side lets go without closing it."""
+        if self.transport is None:
+            return None
+        fileno = self.transport.get_extra_info("socket").fileno()
+        dup = socket.socket(fileno=os.dup(fileno))
+        self._closing = True
+        self.transport.abort()  # closes our descriptor only: the connection lives on in dup
+        return dup
 
     # -- dispatch --------------------------------------------------------------------------------
 
@@ -247,7 +284,12 @@ class DictConnection(asyncio.Protocol):
             item = self._pending.popleft()
             ok = not item.reply.cancelled() and item.reply.exception() is None
             self._write(item.reply.result() if ok else item.fallback)
-        if self._paused and len(self._pending) < MAX_PENDING // 2 and self.transport:
+        if (
+            self._paused
+            and not self._held
+            and len(self._pending) < MAX_PENDING // 2
+            and self.transport
+        ):
             self._paused = False
             self.transport.resume_reading()
 

@@ -53,6 +53,11 @@ class Layout:
         return self.dovecot_dir / "auth-dict-create.conf.ext"
 
     @property
+    def dovecot_applied(self) -> Path:
+        """The digest of the Dovecot configuration the running Dovecot last read."""
+        return self.dovecot_dir / "applied.sha256"
+
+    @property
     def dovecot_base_dir(self) -> Path:
         return self.dovecot_dir / "run"
 

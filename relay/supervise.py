@@ -2,24 +2,30 @@
 
 ``up`` prepares directories (sockets and mailboxes owned by the vmail user), renders the
 configuration, starts a private ``supervisord`` (Dovecot, doveauth, lastlogin) or, if one runs
-already, restarts it only if the configuration changed, then waits until IMAP answers.
-``down`` stops everything ``up`` started; ``status`` lists it. Needs root.
+already, restarts only what changed, then waits until IMAP answers. ``down`` stops everything
+``up`` started; ``status`` lists it and changes nothing. supervisord is driven through its
+XML-RPC interface on the relay's control socket, never by parsing ``supervisorctl``'s text.
+Needs root.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import hashlib
+import imaplib
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
+import xmlrpc.client
 from pathlib import Path
 
+from supervisor.xmlrpc import SupervisorTransport
+
 from chatmaild.config import Config
+from chatmaild.mailbox import atomic_write
 
 from .render import Layout, RenderParams, render
 
@@ -49,47 +55,45 @@ def prepare(config: Config, layout: Layout, params: RenderParams) -> set[Path]:
     return set(render(config, layout, dataclasses.replace(params, vmail_uid=vmail.pw_uid)))
 
 
-def _ctl(layout: Layout, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [SUPERVISORCTL, "-c", str(layout.supervisord_conf), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    if check and result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()
-        raise RelayError(f"supervisorctl {' '.join(args)} failed: {output}")
-    return result
+def rpc(layout: Layout) -> xmlrpc.client.ServerProxy:
+    """supervisord's XML-RPC interface on this relay's control socket."""
+    transport = SupervisorTransport(None, None, f"unix://{layout.supervisor_socket}")
+    return xmlrpc.client.ServerProxy("http://localhost", transport=transport)
 
 
 def supervisord_pid(layout: Layout) -> int | None:
-    """The pid of this relay's supervisord if it runs, else None (a stale pidfile is removed).
+    """The pid of this relay's supervisord if it runs, else None. Changes nothing.
 
     After a crash or reboot the pidfile may name an unrelated process that reuses the pid:
-    only a supervisord started with this relay's configuration counts.
+    only a supervisord started with this relay's configuration counts. (supervisord itself
+    overwrites a stale pidfile when it starts.)
     """
     try:
         pid = int(layout.supervisord_pid.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        layout.supervisord_pid.unlink(missing_ok=True)
+    except (FileNotFoundError, ValueError):
         return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except PermissionError:  # /proc mounted with hidepid, and we are not root
+        raise RelayError(
+            f"cannot tell whether supervisord (pid {pid}) runs: /proc/{pid} is not readable; "
+            "run as root"
+        ) from None
     ours = any(SUPERVISORD.encode() in arg for arg in cmdline[:2]) and (
         str(layout.supervisord_conf).encode() in cmdline
     )
-    if not ours:
-        layout.supervisord_pid.unlink(missing_ok=True)
-        return None
-    return pid
+    return pid if ours else None
 
 
 def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30) -> bool:
     """Start the relay, or bring a running one in line with its configuration.
 
-    On a running relay only what changed restarts: ``supervisorctl update`` restarts a daemon
-    whose program section changed (it carries digests of chatmail.ini and of the installed
-    code), Dovecot re-reads its configuration on SIGHUP without dropping connections, and a
+    On a running relay only what changed restarts: a daemon whose program section changed (it
+    carries digests of chatmail.ini and of the installed code) is restarted, with its sockets
+    handed to its successor (chatmaild.handoff); Dovecot re-reads its configuration on SIGHUP
+    only if that changed since it was last applied (a reload drops logins in progress), and a
     program someone stopped is started again. True if supervisord was started.
     """
     if shutil.which(SUPERVISORD) is None:
@@ -107,15 +111,48 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
             raise RelayError(
                 f"supervisord did not start: {(result.stderr or result.stdout).strip()}"
             )
+        _mark_dovecot_applied(layout)
         wait_ready(layout, params, timeout)
         return True
-    # Dovecot reloads on SIGHUP and keeps its connections: cheap enough to do every time, so a
-    # configuration rendered earlier (chatmail-relay render, an interrupted up) takes effect too
-    _ctl(layout, "signal", "HUP", "dovecot", check=False)
-    _ctl(layout, "update")
-    _ctl(layout, "start", "all", check=False)  # "already started" is not an error here
+    server = rpc(layout)
+    try:
+        if _dovecot_digest(layout) != _applied_digest(layout):
+            server.supervisor.signalProcess("dovecot", "HUP")
+            _mark_dovecot_applied(layout)
+        _update(server)
+        server.supervisor.startAllProcesses(True)  # those already running are left alone
+    except (OSError, xmlrpc.client.Error) as exc:
+        raise RelayError(f"supervisord at {layout.supervisor_socket} failed: {exc}") from None
     wait_ready(layout, params, timeout)
     return False
+
+
+def _update(server: xmlrpc.client.ServerProxy) -> None:
+    """What ``supervisorctl update`` does: re-read the file, replace the changed programs."""
+    added, changed, removed = server.supervisor.reloadConfig()[0]
+    for name in changed + removed:
+        server.supervisor.stopProcessGroup(name, True)
+        server.supervisor.removeProcessGroup(name)
+    for name in changed + added:
+        server.supervisor.addProcessGroup(name)
+
+
+def _dovecot_digest(layout: Layout) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(layout.dovecot_dir.glob("*.conf*")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _applied_digest(layout: Layout) -> str:
+    try:
+        return layout.dovecot_applied.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _mark_dovecot_applied(layout: Layout) -> None:
+    atomic_write(layout.dovecot_applied, _dovecot_digest(layout).encode(), mode=0o644)
 
 
 def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
@@ -133,18 +170,25 @@ def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
         time.sleep(0.1)
 
 
+def processes(layout: Layout) -> list[dict]:
+    """supervisord's record of each program: name, statename, pid, description, ..."""
+    return rpc(layout).supervisor.getAllProcessInfo()
+
+
 def _all_running(layout: Layout) -> bool:
-    lines = _ctl(layout, "status", check=False).stdout.splitlines()
-    return bool(lines) and all(line.split()[1:2] == ["RUNNING"] for line in lines)
+    try:
+        infos = processes(layout)
+    except (OSError, xmlrpc.client.Error):
+        return False
+    return bool(infos) and all(info["statename"] == "RUNNING" for info in infos)
 
 
 def _imap_greets(host: str, port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2) as s:
-        greets = s.recv(200).startswith(b"* OK")
-        s.sendall(b"a LOGOUT\r\n")  # a clean goodbye: no "connection reset" in Dovecot's log
-        s.recv(200)
-        return greets
-    return False
+    try:
+        with imaplib.IMAP4(host, port, timeout=2):  # leaving logs out cleanly
+            return True
+    except (OSError, imaplib.IMAP4.error):
+        return False
 
 
 def down(layout: Layout, timeout: float = 30) -> bool:
@@ -152,7 +196,9 @@ def down(layout: Layout, timeout: float = 30) -> bool:
     pid = supervisord_pid(layout)
     if pid is None:
         return False
-    if _ctl(layout, "shutdown", check=False).returncode != 0:
+    try:
+        rpc(layout).supervisor.shutdown()
+    except (OSError, xmlrpc.client.Error):
         os.kill(pid, signal.SIGTERM)  # its control socket is gone: stop it directly
     deadline = time.monotonic() + timeout
     while supervisord_pid(layout) is not None:
@@ -163,7 +209,13 @@ def down(layout: Layout, timeout: float = 30) -> bool:
 
 
 def status(layout: Layout) -> str:
-    """supervisorctl's status table, or a line saying nothing runs."""
+    """One line per program, or a line saying nothing runs."""
     if supervisord_pid(layout) is None:
         return f"not running (state directory {layout.state_dir})"
-    return _ctl(layout, "status", check=False).stdout.rstrip()
+    try:
+        infos = processes(layout)
+    except (OSError, xmlrpc.client.Error) as exc:
+        return f"supervisord runs, but does not answer on {layout.supervisor_socket}: {exc}"
+    return "\n".join(
+        f"{info['name']:<12} {info['statename']:<9} {info['description']}" for info in infos
+    )

@@ -227,7 +227,7 @@ def test_stale_socket_is_replaced_and_sigterm_removes_it(tmp_path):
     s = socketmod.socket(socketmod.AF_UNIX)
     s.bind(str(stale))
     s.close()  # the file stays, nobody listens
-    daemon = start_daemon("doveauth", tmp_path)
+    daemon = start_daemon("doveauth", tmp_path, "", "--restart-grace", "0")
     assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o660
     with DictClient(daemon.socket) as c:
         found(c.passdb(ADDR, PASSWORD))
