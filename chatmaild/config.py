@@ -13,6 +13,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,9 +294,15 @@ def default_ini(mail_domain: str) -> str:
 
 
 def write_default(mail_domain: str, path: Path | str) -> Path:
-    """Write a default chatmail.ini; refuse to overwrite an existing file."""
+    """Write a default chatmail.ini; refuse to overwrite an existing file.
+
+    The file is 0644 whatever the umask: the daemons read it as the vmail user, and it holds
+    no secrets.
+    """
     path = Path(path)
     text = default_ini(mail_domain)
-    with open(path, "x", encoding="utf-8") as fp:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as fp:
+        os.fchmod(fp.fileno(), 0o644)  # open() applied the umask to the mode
         fp.write(text)
     return path

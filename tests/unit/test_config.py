@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import configparser
 import logging
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -340,6 +342,15 @@ def test_write_default_writes_a_loadable_file(tmp_path):
     assert isinstance(cfg, Config)
     assert cfg.mail_domain == DOMAIN
     assert path.read_text() == config.default_ini(DOMAIN)
+
+
+def test_write_default_is_readable_by_the_daemons_whatever_the_umask(tmp_path):
+    old = os.umask(0o077)
+    try:
+        path = config.write_default(DOMAIN, tmp_path / "chatmail.ini")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_write_default_refuses_to_overwrite(tmp_path):
