@@ -13,6 +13,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,11 @@ from typing import TypeVar
 from .inivalues import (
     is_ipv4,
     parse_bool,
+    parse_cert_and_key,
     parse_domain,
     parse_float,
     parse_int,
-    parse_list,
+    parse_optional_str,
     parse_path,
     parse_size,
     parse_str,
@@ -103,6 +105,12 @@ class Config:
     )
     max_mailbox_size: int = key("500M", "Quota of one mailbox.", parse_size)
     max_message_size: int = key("31457280", "Largest message accepted, in bytes.", parse_int)
+    max_imap_connections: int = key(
+        "10000", "Most IMAP connections the relay serves at once (all clients).", parse_int
+    )
+    max_smtp_connections: int = key(
+        "1000", "Most SMTP connections the relay serves at once (all clients).", parse_int
+    )
     delete_mails_after: int = key(
         "20", "Days after which messages are deleted.", parse_int, heading="Expiry"
     )
@@ -111,18 +119,6 @@ class Config:
     )
     delete_inactive_users_after: int = key(
         "90", "Days without a login after which an account and its mail are deleted.", parse_int
-    )
-    passthrough_senders: tuple[str, ...] = key(
-        "",
-        "Addresses of this relay allowed to send unencrypted mail (space-separated).",
-        parse_list,
-        heading="Unencrypted mail",
-    )
-    passthrough_recipients: tuple[str, ...] = key(
-        "",
-        "Recipients that may receive unencrypted mail from this relay (space-separated; "
-        "an item starting with @ allows a whole domain).",
-        parse_list,
     )
     filtermail_smtp_port: int = key(
         "10080", "Loopback port of the outgoing mail filter.", parse_int, heading="Local ports"
@@ -140,9 +136,16 @@ class Config:
         "false", "Set to true on hosts without IPv6.", parse_bool, heading="Deployment"
     )
     acme_email: str = key("", "Contact address given to the certificate authority.")
-    iroh_relay: str = key(
+    tls_external_cert_and_key: tuple[Path, Path] | None = key(
         "",
-        "URL of the iroh relay offered to clients; empty means https://iroh.<mail_domain>.",
+        "A TLS certificate and its private key managed outside the relay: two absolute paths "
+        "separated by a space (CERT KEY); empty means none is set.",
+        parse_cert_and_key,
+    )
+    iroh_relay: str | None = key(
+        "https://iroh.{mail_domain}",
+        "URL of the iroh relay offered to clients; set it empty to offer none.",
+        parse_optional_str,
     )
     turn_socket_path: Path = key(
         "/run/chatmail-turn/turn.socket", "Socket of the TURN credentials service.", parse_path
@@ -183,6 +186,26 @@ def _keys() -> list[dataclasses.Field]:
 
 
 KNOWN_KEYS = frozenset(f.name for f in _keys())
+# Keys existing relays write that nothing here uses (filtermail's extra ports, the passdb file of
+# older releases): accepted without a word, so a relay's file loads as it is.
+SILENT_KEYS = frozenset(
+    {"filtermail_http_port_incoming", "filtermail_lmtp_port_transport", "passdb_path"}
+)
+# Keys existing relays dropped in their 1.11 release: ignored, and said so once per parse.
+REMOVED_KEYS = ("passthrough_recipients", "passthrough_senders")
+
+
+def _warn_unused_keys(names: set[str], path: Path) -> None:
+    removed = [name for name in REMOVED_KEYS if name in names]
+    if removed:
+        log.warning(
+            "%s: %s in [%s] ignored: removed in chatmail relay 1.11, delete to silence this",
+            path,
+            ", ".join(removed),
+            SECTION,
+        )
+    for name in sorted(names - KNOWN_KEYS - SILENT_KEYS - set(REMOVED_KEYS)):
+        log.warning("%s: unknown key %r in [%s] is ignored", path, name, SECTION)
 
 
 def parse(text: str, path: Path | str = "chatmail.ini") -> Config:
@@ -196,8 +219,7 @@ def parse(text: str, path: Path | str = "chatmail.ini") -> Config:
     if not ini.has_section(SECTION):
         raise ConfigError(f"{path}: no [{SECTION}] section")
     raw = dict(ini.items(SECTION))
-    for name in sorted(set(raw) - KNOWN_KEYS):
-        log.warning("%s: unknown key %r in [%s] is ignored", path, name, SECTION)
+    _warn_unused_keys(set(raw), path)
 
     values: dict[str, object] = {"path": path}
     for f in _keys():  # mail_domain comes first: other defaults refer to it
@@ -230,6 +252,9 @@ def _check_consistency(values: dict[str, object], path: Path) -> None:
         raise bad("username_min_length", "must be at least 1 and not above username_max_length")
     if values["username_max_length"] > 64:  # type: ignore[operator]
         raise bad("username_max_length", "a local part has at most 64 characters (RFC 5321)")
+    for name in ("max_imap_connections", "max_smtp_connections"):
+        if values[name] < 1:  # type: ignore[operator]
+            raise bad(name, "must be at least 1")
     if not values["vmail_user"]:
         raise bad("vmail_user", "must name a unix user")
 
@@ -269,9 +294,15 @@ def default_ini(mail_domain: str) -> str:
 
 
 def write_default(mail_domain: str, path: Path | str) -> Path:
-    """Write a default chatmail.ini; refuse to overwrite an existing file."""
+    """Write a default chatmail.ini; refuse to overwrite an existing file.
+
+    The file is 0644 whatever the umask: the daemons read it as the vmail user, and it holds
+    no secrets.
+    """
     path = Path(path)
     text = default_ini(mail_domain)
-    with open(path, "x", encoding="utf-8") as fp:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as fp:
+        os.fchmod(fp.fileno(), 0o644)  # open() applied the umask to the mode
         fp.write(text)
     return path

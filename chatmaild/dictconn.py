@@ -66,7 +66,7 @@ class DictConnection(asyncio.Protocol):
         self.connections = connections
         self.transport: asyncio.Transport | None = None
         self.dict_name = handler.name
-        self._buf = b""
+        self._buf = bytearray()  # the start of a line whose newline has not come yet
         self._discarding = False  # inside an overlong line, until its newline
         self._closing = False
         self._paused = False
@@ -88,21 +88,30 @@ class DictConnection(asyncio.Protocol):
         self.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        # Only the new bytes are searched and each byte is copied at most twice, so a line
+        # arriving in many small pieces costs linear time, not a copy of the buffer per piece.
         self.last_activity = time.monotonic()
-        if self._discarding:
-            end = data.find(b"\n")
-            if end < 0:
-                return
-            data = data[end + 1 :]
-            self._discarding = False
-        lines = (self._buf + data).split(b"\n")
-        self._buf = lines.pop()
-        for line in lines:
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
             if self._closing:
                 return
-            self._handle_line(line)
+            if self._discarding:  # the end of an overlong line, already answered
+                self._discarding = False
+            elif self._buf:
+                self._buf += memoryview(data)[start:end]
+                line = bytes(self._buf)
+                self._buf.clear()
+                self._handle_line(line)
+            else:
+                self._handle_line(data[start:end])
+            start = end + 1
+        if self._closing or self._discarding:
+            return
+        self._buf += memoryview(data)[start:]
         if len(self._buf) > dp.MAX_LINE:
-            line, self._buf, self._discarding = self._buf, b"", True
+            line = bytes(self._buf)
+            self._buf.clear()
+            self._discarding = True
             self._bad_line(line, f"line longer than {dp.MAX_LINE} bytes")
 
     def idle(self, quiet: float) -> bool:

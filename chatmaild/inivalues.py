@@ -6,6 +6,7 @@ file and key to it.
 
 from __future__ import annotations
 
+import configparser
 import ipaddress
 import re
 from pathlib import Path
@@ -24,13 +25,16 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
 
 
+# the words ConfigParser.getboolean() knows; an empty value is false, as relays have written it
+_BOOLEANS = {**configparser.ConfigParser.BOOLEAN_STATES, "": False}
+
+
 def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
+    try:
+        return _BOOLEANS[text.strip().lower()]
+    except KeyError:
+        words = ", ".join(w for w in configparser.ConfigParser.BOOLEAN_STATES)
+        raise ValueError(f"expected one of {words}") from None
 
 
 def parse_int(text: str) -> int:
@@ -47,12 +51,13 @@ def parse_float(text: str) -> float:
     return value
 
 
-def parse_list(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
 def parse_str(text: str) -> str:
     return text.strip()
+
+
+def parse_optional_str(text: str) -> str | None:
+    """A value an operator may set empty to switch the feature off (None)."""
+    return text.strip() or None
 
 
 def parse_domain(text: str) -> str:
@@ -79,6 +84,22 @@ def parse_path(text: str) -> Path:
     if not value.startswith("/"):
         raise ValueError("expected an absolute path")
     return Path(value)
+
+
+def parse_cert_and_key(text: str) -> tuple[Path, Path] | None:
+    """``CERT KEY``: two absolute paths separated by whitespace; empty means not set."""
+    items = text.split()
+    if not items:
+        return None
+    if len(items) != 2:
+        raise ValueError(
+            f"expected two absolute paths (certificate, then key) separated by a space, "
+            f"got {len(items)} item(s)"
+        )
+    for what, item in zip(("certificate", "key"), items, strict=True):
+        if not item.startswith("/"):
+            raise ValueError(f"the {what} path {item!r} is not absolute")
+    return Path(items[0]), Path(items[1])
 
 
 def is_ipv4(text: str) -> bool:

@@ -10,11 +10,11 @@ import sys
 
 
 def setup_logging(name: str, level: int = logging.INFO) -> None:
-    """Log ``<time> <name> <LEVEL> <message>`` lines to stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    """Log ``<time> <name> <LEVEL> <message>`` lines to stderr, replacing any earlier set-up."""
+    logging.basicConfig(
+        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        level=level,
+        stream=sys.stderr,
+        force=True,
     )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import configparser
 import logging
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,8 @@ EXPECTED_DEFAULTS = {
     "max_user_send_burst_size": 10,
     "max_mailbox_size": 500 * 1024**2,
     "max_message_size": 31457280,
+    "max_imap_connections": 10000,
+    "max_smtp_connections": 1000,
     "delete_mails_after": 20,
     "delete_large_after": 7,
     "delete_inactive_users_after": 90,
@@ -37,9 +42,9 @@ EXPECTED_DEFAULTS = {
     "max_load_1m": 5.0,
     "min_available_memory": 200 * 1024**2,
     "min_free_disk_space": 1024**3,
-    "passthrough_senders": (),
-    "passthrough_recipients": (),
     "disable_ipv6": False,
+    "tls_external_cert_and_key": None,
+    "iroh_relay": f"https://iroh.{DOMAIN}",
     "imap_rawlog": False,
     "imap_compress": False,
 }
@@ -87,14 +92,99 @@ def test_explicit_values_override_defaults():
         + "max_mailbox_size = 2G\n"
         + "max_load_1m = 1.5\n"
         + "mailboxes_dir = /srv/mail\n"
-        + "passthrough_senders = a@x.org  b@x.org\n"
+        + "max_imap_connections = 500\n"
+        + "max_smtp_connections = 200\n"
+        + "iroh_relay = https://iroh.other.org\n"
         + "disable_ipv6 = yes\n"
     )
     assert cfg.max_mailbox_size == 2 * 1024**3
     assert cfg.max_load_1m == 1.5
     assert cfg.mailboxes_dir == Path("/srv/mail")
-    assert cfg.passthrough_senders == ("a@x.org", "b@x.org")
+    assert cfg.max_imap_connections == 500
+    assert cfg.max_smtp_connections == 200
+    assert cfg.iroh_relay == "https://iroh.other.org"
     assert cfg.disable_ipv6 is True
+
+
+def test_explicitly_empty_iroh_relay_means_disabled():
+    # existing relays write "iroh_relay =" to offer no iroh relay; absent means the default
+    assert config.parse(MINIMAL + "iroh_relay =\n").iroh_relay is None
+    assert config.parse(MINIMAL).iroh_relay == f"https://iroh.{DOMAIN}"
+
+
+def test_iroh_relay_default_documents_the_absent_value_not_empty():
+    text = config.default_ini(DOMAIN)
+    assert f"iroh_relay = https://iroh.{DOMAIN}\n" in text
+    assert "empty means https://iroh" not in text
+
+
+@pytest.mark.parametrize("sep", [" ", "\t", "   "])
+def test_external_tls_cert_and_key_are_two_absolute_paths(sep):
+    cfg = config.parse(MINIMAL + f"tls_external_cert_and_key = /etc/tls/c.pem{sep}/etc/tls/k.pem\n")
+    assert cfg.tls_external_cert_and_key == (Path("/etc/tls/c.pem"), Path("/etc/tls/k.pem"))
+
+
+def test_empty_external_tls_cert_and_key_is_not_set():
+    assert config.parse(MINIMAL + "tls_external_cert_and_key =\n").tls_external_cert_and_key is None
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("/etc/tls/both.pem", "two absolute paths"),
+        ("/etc/tls/c.pem /etc/tls/k.pem /etc/tls/extra.pem", "two absolute paths"),
+        ("c.pem /etc/tls/k.pem", "certificate path 'c.pem' is not absolute"),
+        ("/etc/tls/c.pem k.pem", "key path 'k.pem' is not absolute"),
+    ],
+)
+def test_bad_external_tls_cert_and_key_is_a_clear_error(bad, why):
+    with pytest.raises(ConfigError, match="tls_external_cert_and_key") as excinfo:
+        config.parse(MINIMAL + f"tls_external_cert_and_key = {bad}\n")
+    assert why in str(excinfo.value)
+    assert bad in str(excinfo.value)
+
+
+@pytest.mark.parametrize("name", ["max_imap_connections", "max_smtp_connections"])
+def test_zero_connections_is_refused(name):
+    with pytest.raises(ConfigError, match=name):
+        config.parse(MINIMAL + f"{name} = 0\n")
+
+
+def test_keys_existing_relays_write_but_nothing_uses_load_silently(caplog):
+    text = (
+        MINIMAL
+        + "filtermail_http_port_incoming = 10082\n"
+        + "filtermail_lmtp_port_transport = 10083\n"
+        + "passdb_path = /home/vmail/passdb.sqlite\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="chatmaild.config"):
+        cfg = config.parse(text)
+    assert caplog.records == []
+    assert cfg == config.parse(MINIMAL)
+    default = config.default_ini(DOMAIN)
+    assert "filtermail_http_port_incoming" not in default
+    assert "passdb_path" not in default
+
+
+def test_removed_passthrough_keys_are_named_in_one_warning_and_ignored(caplog):
+    text = MINIMAL + "passthrough_senders = a@x.org\npassthrough_recipients = @y.org\n"
+    with caplog.at_level(logging.WARNING, logger="chatmaild.config"):
+        cfg = config.parse(text, "/etc/chatmail.ini")
+    (warning,) = caplog.records
+    message = warning.getMessage()
+    assert "/etc/chatmail.ini" in message
+    assert "passthrough_senders" in message and "passthrough_recipients" in message
+    assert "ignored" in message
+    assert not hasattr(cfg, "passthrough_senders")
+    assert not hasattr(cfg, "passthrough_recipients")
+
+
+def test_one_removed_key_is_named_alone(caplog):
+    with caplog.at_level(logging.WARNING, logger="chatmaild.config"):
+        config.parse(MINIMAL + "passthrough_recipients =\n")
+    (warning,) = caplog.records
+    assert "passthrough_recipients" in warning.getMessage()
+    assert "passthrough_senders" not in warning.getMessage()
 
 
 @pytest.mark.parametrize(
@@ -119,6 +209,8 @@ def test_explicit_values_override_defaults():
         ("disable_ipv6", "maybe"),
         ("imap_rawlog", "2"),
         ("filtermail_smtp_port", "port"),
+        ("max_imap_connections", "many"),
+        ("max_smtp_connections", "-1"),
         ("delete_inactive_users_after", "90d"),
     ],
 )
@@ -210,6 +302,7 @@ def test_config_is_immutable():
 
 
 def test_default_ini_round_trips_to_all_defaults():
+    # mind iroh_relay: the default file must not turn the absent default into "disabled"
     from_default = config.parse(config.default_ini(DOMAIN))
     from_minimal = config.parse(MINIMAL)
     assert from_default == from_minimal
@@ -249,6 +342,15 @@ def test_write_default_writes_a_loadable_file(tmp_path):
     assert isinstance(cfg, Config)
     assert cfg.mail_domain == DOMAIN
     assert path.read_text() == config.default_ini(DOMAIN)
+
+
+def test_write_default_is_readable_by_the_daemons_whatever_the_umask(tmp_path):
+    old = os.umask(0o077)
+    try:
+        path = config.write_default(DOMAIN, tmp_path / "chatmail.ini")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_write_default_refuses_to_overwrite(tmp_path):
@@ -302,3 +404,15 @@ def test_malformed_sizes_are_refused(text):
 )
 def test_booleans(text, expected):
     assert config.parse_bool(text) is expected
+
+
+def test_booleans_are_the_words_configparser_knows():
+    for word, value in configparser.ConfigParser.BOOLEAN_STATES.items():
+        assert config.parse_bool(word.upper()) is value
+
+
+def test_bad_boolean_error_lists_the_accepted_words():
+    with pytest.raises(ValueError) as excinfo:
+        config.parse_bool("maybe")
+    for word in configparser.ConfigParser.BOOLEAN_STATES:
+        assert word in str(excinfo.value)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from chatmaild import dictproto as dp
 from chatmaild import dictreply as dr
@@ -155,3 +159,100 @@ async def test_connection_lost_with_pending_replies_writes_nothing():
     handler.gates["slow"].set_result(dr.NOT_FOUND)
     await settle()
     assert t.out == b""
+
+
+# -- line splitting ------------------------------------------------------------------------------
+
+
+class RecordingHandler(DictHandler):
+    """Answers at once and records every request it was given, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    def lookup(self, req: dp.Lookup):
+        self.seen.append(req)
+        return dr.Found(req.key[:8]) if req.key.startswith("k") else dr.NOT_FOUND
+
+    def iterate(self, req: dp.Iterate):
+        self.seen.append(req)
+        return [("k", "v")]
+
+    def commit(self, txn):
+        self.seen.append((txn.tid, tuple(txn.changes)))
+        return None
+
+
+def feed(chunks: list[bytes]) -> tuple[list[object], bytes]:
+    """What a fresh connection hands its handler, and writes, for ``chunks`` received in turn."""
+    handler = RecordingHandler()
+    conn = DictConnection(handler, set())
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    for chunk in chunks:
+        conn.data_received(chunk)
+    return handler.seen, bytes(transport.out)
+
+
+def test_long_lines_received_one_byte_at_a_time_cost_linear_time():
+    # four lines just under the limit (answered, not discarded): about 0.1 s of CPU when
+    # linear; copying the buffer for each byte took about 1 s per line
+    line = b"Lk" + b"x" * (dp.MAX_LINE - 3) + b"\n"
+    data = line * 4
+    pieces = [data[i : i + 1] for i in range(len(data))]
+    started = time.process_time()
+    seen, out = feed(pieces)
+    took = time.process_time() - started
+    assert out == b"Okxxxxxxx\n" * 4
+    assert len(seen) == 4
+    assert took < 1.0, f"{took:.2f} s of CPU for {len(data)} one-byte chunks"
+
+
+@in_loop
+async def test_overlong_line_is_answered_as_soon_as_it_passes_the_limit():
+    conn, t = connect(SlowHandler())
+    conn.data_received(b"L" + b"x" * (dp.MAX_LINE - 1))
+    assert t.out == b""  # MAX_LINE bytes may still be a line
+    conn.data_received(b"x")
+    assert t.out == b"F\n"  # no need to hold the rest in memory until its newline
+    conn.data_received(b"x" * 100)
+    conn.data_received(b"x\nLok\n")
+    assert t.out == b"F\nOOK\n"
+
+
+_PIECES = [
+    b"H3\t2\t0\t\ttest\n",
+    b"H9\t0\t0\t\ttest\n",  # closes the connection
+    b"Lkey\tuser\n",
+    b"Lother\n",
+    b"I0\t0\tshared/\n",
+    b"B1\tu\n",
+    b"S1\tk\tv\n",
+    b"S1\tonly-key\n",
+    b"C1\n",
+    b"D1\n",
+    b"R1\n",
+    b"\r\n",
+    b"\n",
+    b"Zbad\n",
+    b"\xff\xfe",
+    b"\t",
+    b"L" + b"x" * (dp.MAX_LINE - 1),  # a line of exactly MAX_LINE once its newline comes
+    b"x" * 9000,
+]
+_streams = st.lists(st.sampled_from(_PIECES), max_size=30).map(b"".join)
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({cut % (len(data) + 1) for cut in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_streams, st.lists(st.integers(min_value=0), max_size=40))
+@example(b"L" + b"x" * dp.MAX_LINE + b"\nLkey\n", [dp.MAX_LINE // 2, dp.MAX_LINE + 1])
+@example(b"L" + b"x" * (dp.MAX_LINE - 1) + b"\r\nLkey\n", [1, dp.MAX_LINE])
+@example(b"B1\n" + b"S" * (dp.MAX_LINE + 5) + b"\nC1\n", [3, 70000])
+@example(b"L" + b"x" * (dp.MAX_LINE + 100) + b"\nLkey\n", [dp.MAX_LINE + 10, dp.MAX_LINE + 50])
+def test_any_split_into_chunks_answers_as_the_whole(data, cuts):
+    assert feed(_split(data, cuts)) == feed([data])
