@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import os
 import pwd
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,10 @@ import jinja2
 
 from chatmaild.config import Config
 from chatmaild.mailbox import atomic_write
+
+from .values import RenderError, TemplateValues
+
+__all__ = ["Layout", "Ports", "RenderError", "RenderParams", "code_digest", "render"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 DAEMON_PACKAGES = ("chatmaild", "doveauth")
@@ -106,22 +109,6 @@ class RenderParams:
     vmail_uid: int | None = None  # looked up from chatmail.ini's vmail_user when None
 
 
-class RenderError(ValueError):
-    """The configuration cannot be rendered; the message says which setting to fix."""
-
-
-# Paths go unquoted into Dovecot's and supervisord's configuration (supervisord also expands
-# %(...)s): keep to characters both read literally.
-_SAFE_PATH = re.compile(r"/[A-Za-z0-9/._@+\[\]-]*")
-
-
-def _check_path(what: str, path: Path) -> None:
-    if not _SAFE_PATH.fullmatch(str(path)):
-        raise RenderError(
-            f"{what} {str(path)!r}: use an absolute path of letters, digits and ./_-@+[]"
-        )
-
-
 def code_digest() -> str:
     """A digest of the installed daemon code, so an upgrade restarts the daemons."""
     digest = hashlib.sha256()
@@ -143,13 +130,8 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render(config: Config, layout: Layout, params: RenderParams | None = None) -> list[Path]:
-    """Write the relay's configuration files under ``layout``; return those that changed.
-
-    Only writes files whose content changed, so a caller can tell whether a restart is needed
-    by comparing before and after (see ``supervise.up``).
-    """
-    params = params or RenderParams()
+def template_values(config: Config, layout: Layout, params: RenderParams) -> TemplateValues:
+    """Everything the templates use, checked (RenderError names the setting to fix)."""
     vmail_uid = params.vmail_uid
     if vmail_uid is None:
         try:
@@ -158,23 +140,34 @@ def render(config: Config, layout: Layout, params: RenderParams | None = None) -
             raise RenderError(
                 f"unix user {config.vmail_user!r} (vmail_user) does not exist"
             ) from None
-    for what, path in (
-        ("state directory", layout.state_dir),
-        ("chatmail.ini", config.path),
-        ("bin_dir", params.bin_dir),
-        ("mailboxes_dir", config.mailboxes_dir),
-    ):
-        _check_path(what, path)
     # the daemons read chatmail.ini and their code when they start: changes must show
-    digest = hashlib.sha256(config.path.read_bytes()).hexdigest() if config.path.exists() else ""
-    context = {
-        "config": config,
-        "config_digest": digest,
-        "code_digest": code_digest(),
-        "layout": layout,
-        "params": params,
-        "vmail_uid": vmail_uid,
-    }
+    path = config.path
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+    return TemplateValues(
+        mail_domain=config.mail_domain,
+        config_path=path,
+        vmail_user=config.vmail_user,
+        vmail_uid=vmail_uid,
+        max_imap_connections=config.max_imap_connections,
+        listen=params.listen,
+        imap_port=params.ports.imap,
+        bin_dir=params.bin_dir,
+        dovecot_bin=Path(params.dovecot_bin),
+        state_dir=layout.state_dir,
+        mailboxes_dir=config.mailboxes_dir,
+        config_digest=digest,
+        code_digest=code_digest(),
+    )
+
+
+def render(config: Config, layout: Layout, params: RenderParams | None = None) -> list[Path]:
+    """Write the relay's configuration files under ``layout``; return those that changed.
+
+    Only writes files whose content changed, so a caller can tell whether a restart is needed
+    by comparing before and after (see ``supervise.up``).
+    """
+    values = template_values(config, layout, params or RenderParams())
+    context = {"v": values, "layout": Layout(values.state_dir)}
     env = _environment()
     outputs = {
         layout.dovecot_conf: ("dovecot.conf.j2", {}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import hashlib
 import re
 import shlex
@@ -10,9 +11,20 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatmaild import config
-from relay.render import Layout, Ports, RenderError, RenderParams, code_digest, render
+from relay.render import (
+    Layout,
+    Ports,
+    RenderError,
+    RenderParams,
+    code_digest,
+    render,
+    template_values,
+)
+from relay.values import TemplateValues
 
 PARAMS = RenderParams(ports=Ports(imap=12345), vmail_uid=1234, bin_dir=Path("/x/bin"))
 
@@ -215,3 +227,73 @@ def test_daemons_restart_when_their_code_or_chatmail_ini_changes(cfg, layout):
     assert code_digest() in env
     assert hashlib.sha256(cfg.path.read_bytes()).hexdigest() in env
     assert conf["supervisord"]["umask"] == "027"
+
+
+# -- every value that reaches a template is checked ----------------------------------------------
+
+
+def _values(cfg, layout, **changes) -> TemplateValues:
+    return dataclasses.replace(template_values(cfg, layout, PARAMS), **changes)
+
+
+def test_a_vmail_user_with_a_newline_cannot_add_a_supervisord_program(tmp_path, layout):
+    ini = tmp_path / "chatmail.ini"
+    ini.write_text(
+        "[params]\nmail_domain = chat.example.org\n"
+        "vmail_user = vmail\n  [program:evil]\n  command = /bin/sh -c id\n"
+    )
+    cfg = config.load(ini)
+    assert "\n" in cfg.vmail_user  # configparser keeps continuation lines
+    with pytest.raises(RenderError, match="vmail_user"):
+        render(cfg, layout, PARAMS)
+    assert not layout.supervisord_conf.exists()
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1\nssl = no", "localhost", "*", "", "1.2.3.4 5"])
+def test_listen_address_must_be_an_ip_address(cfg, layout, listen):
+    params = dataclasses.replace(PARAMS, listen=listen)
+    with pytest.raises(RenderError, match="listen address"):
+        render(cfg, layout, params)
+    assert not layout.dovecot_conf.exists()
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1", "::1", "192.0.2.7"])
+def test_ip_listen_addresses_render(cfg, layout, listen):
+    render(cfg, layout, dataclasses.replace(PARAMS, listen=listen))
+    assert f"listen = {listen}" in layout.dovecot_conf.read_text()
+
+
+@pytest.mark.parametrize("port", [0, 65536, -1])
+def test_imap_port_out_of_range_is_refused(cfg, layout, port):
+    with pytest.raises(RenderError, match="IMAP port"):
+        render(cfg, layout, dataclasses.replace(PARAMS, ports=Ports(imap=port)))
+
+
+@pytest.mark.parametrize(
+    "name", [f.name for f in dataclasses.fields(TemplateValues) if f.type in ("str", "Path")]
+)
+@pytest.mark.parametrize("junk", ["\n[program:x]", " %(here)s", "\0"])
+def test_every_text_value_refuses_what_a_config_file_would_misread(cfg, layout, name, junk):
+    good = getattr(template_values(cfg, layout, PARAMS), name)
+    bad = type(good)(f"{good}{junk}") if good else junk
+    with pytest.raises(RenderError):
+        _values(cfg, layout, **{name: bad})
+
+
+@given(text=st.text(min_size=1, max_size=40))
+def test_checked_values_never_hold_a_line_break(text):
+    fields = {f.name: f for f in dataclasses.fields(TemplateValues)}
+    for name in ("vmail_user", "mail_domain", "listen"):
+        problem = fields[name].metadata["check"](text)
+        if problem is None:
+            assert not set(text) & set("\n\r\0 %;{}\"'")
+
+
+def test_max_imap_connections_sets_dovecots_process_and_client_limits(tmp_path, layout):
+    ini = tmp_path / "chatmail.ini"
+    ini.write_text("[params]\nmail_domain = chat.example.org\nmax_imap_connections = 321\n")
+    render(config.load(ini), layout, PARAMS)
+    text = layout.dovecot_conf.read_text()
+    assert setting(text, "process_limit") == ["321"]  # service imap
+    assert setting(text, "client_limit") == ["321"]  # service imap-login
+    assert int(setting(text, "default_client_limit")[0]) > 321

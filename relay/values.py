@@ -1,0 +1,101 @@
+"""Every value that reaches a template, checked once, here.
+
+The rendered files are read by root: supervisord starts programs from its configuration, Dovecot
+runs as root. A value with a newline, a ``%(...)s`` or a space could add a ``[program:...]``
+section or a Dovecot setting, so no template sees chatmail.ini, the command line or the
+environment directly: ``TemplateValues`` is built from them and refuses anything a
+configuration file cannot hold literally. Templates get this object (and the ``Layout`` built
+from its checked ``state_dir``), nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Paths go unquoted into Dovecot's and supervisord's configuration (supervisord also expands
+# %(...)s): keep to characters both read literally.
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9/._@+\[\]-]*")
+# Debian's adduser NAME_REGEX, without the trailing $ of machine accounts
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+_HEX = re.compile(r"[0-9a-f]{64}|")
+
+
+class RenderError(ValueError):
+    """The configuration cannot be rendered; the message says which setting to fix."""
+
+
+def _path(value: object) -> str | None:
+    if isinstance(value, Path) and _SAFE_PATH.fullmatch(str(value)):
+        return None
+    return "use an absolute path of letters, digits and ./_-@+[]"
+
+
+def _user(value: object) -> str | None:
+    if isinstance(value, str) and _USER_NAME.fullmatch(value):
+        return None
+    return "a unix user name is lowercase letters, digits, _ and -"
+
+
+def _domain(value: object) -> str | None:
+    if isinstance(value, str) and _DOMAIN.fullmatch(value) and ".." not in value:
+        return None
+    return "not a domain name or IPv4 address"
+
+
+def _address(value: object) -> str | None:
+    try:
+        ipaddress.ip_address(value)  # type: ignore[arg-type]
+    except ValueError:
+        return "not an IP address such as 127.0.0.1 or ::1"
+    return None
+
+
+def _count(low: int, high: int) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if type(value) is int and low <= value <= high:
+            return None
+        return f"must be a whole number from {low} to {high}"
+
+    return check
+
+
+def _digest(value: object) -> str | None:
+    return None if isinstance(value, str) and _HEX.fullmatch(value) else "not a sha256 digest"
+
+
+def _check(check: Callable[[object], str | None], what: str) -> dict[str, object]:
+    return {"check": check, "what": what}
+
+
+@dataclass(frozen=True)
+class TemplateValues:
+    """The values templates may use; construction fails with RenderError on any bad one."""
+
+    mail_domain: str = dataclasses.field(metadata=_check(_domain, "mail_domain"))
+    config_path: Path = dataclasses.field(metadata=_check(_path, "chatmail.ini"))
+    vmail_user: str = dataclasses.field(metadata=_check(_user, "vmail_user"))
+    vmail_uid: int = dataclasses.field(metadata=_check(_count(0, 2**32 - 2), "vmail uid"))
+    max_imap_connections: int = dataclasses.field(
+        metadata=_check(_count(1, 1_000_000), "max_imap_connections")
+    )
+    listen: str = dataclasses.field(metadata=_check(_address, "listen address"))
+    imap_port: int = dataclasses.field(metadata=_check(_count(1, 65535), "IMAP port"))
+    bin_dir: Path = dataclasses.field(metadata=_check(_path, "bin_dir"))
+    dovecot_bin: Path = dataclasses.field(metadata=_check(_path, "dovecot binary"))
+    state_dir: Path = dataclasses.field(metadata=_check(_path, "state directory"))
+    mailboxes_dir: Path = dataclasses.field(metadata=_check(_path, "mailboxes_dir"))
+    config_digest: str = dataclasses.field(metadata=_check(_digest, "chatmail.ini digest"))
+    code_digest: str = dataclasses.field(metadata=_check(_digest, "code digest"))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            problem = f.metadata["check"](value)
+            if problem is not None:
+                raise RenderError(f"{f.metadata['what']} {str(value)!r}: {problem}")
