@@ -138,8 +138,8 @@ class Config:
     acme_email: str = key("", "Contact address given to the certificate authority.")
     tls_external_cert_and_key: tuple[Path, Path] | None = key(
         "",
-        "A TLS certificate and its private key managed outside the relay: two absolute paths "
-        "separated by a space (CERT KEY); empty means none is set.",
+        "TLS certificate and key managed outside the relay, as two absolute paths: CERT KEY "
+        "(empty: none).",
         parse_cert_and_key,
     )
     iroh_relay: str | None = key(

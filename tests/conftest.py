@@ -7,7 +7,7 @@ the test with the reason; with CI=true it is a failure, so CI can never pass by 
 from __future__ import annotations
 
 import pytest
-from daemons import start_daemon
+from daemons import restore_modes, start_daemon, user_problem
 from helpers_env import IN_CI, free_port, require, require_binary, require_root  # noqa: F401
 from hypothesis import settings
 
@@ -17,16 +17,36 @@ settings.register_profile("chatmaild", deadline=None)
 settings.load_profile("chatmaild")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_temp_dirs_again():
+    yield
+    restore_modes()
+
+
 @pytest.fixture
-def doveauth(tmp_path):
-    daemon = start_daemon("doveauth", tmp_path)
+def vmail() -> str:
+    """The unix user daemons run as in production; needs root and a tree vmail can read."""
+    problem = user_problem("vmail")
+    require(problem is None, f"daemon as vmail: {problem}")
+    return "vmail"
+
+
+@pytest.fixture(params=["root", "vmail"])
+def daemon_user(request) -> str | None:
+    """Who runs a daemon: this test process (root in CI), or vmail as in production."""
+    return None if request.param == "root" else request.getfixturevalue("vmail")
+
+
+@pytest.fixture
+def doveauth(tmp_path, daemon_user):
+    daemon = start_daemon("doveauth", tmp_path, user=daemon_user)
     yield daemon
     daemon.stop()
 
 
 @pytest.fixture
-def lastlogin(tmp_path):
-    daemon = start_daemon("doveauth.lastlogin", tmp_path)
+def lastlogin(tmp_path, daemon_user):
+    daemon = start_daemon("doveauth.lastlogin", tmp_path, user=daemon_user)
     yield daemon
     daemon.stop()
 

@@ -1,10 +1,19 @@
-"""Start a real daemon process (from this source tree) on a temporary socket and mailboxes dir."""
+"""Start a real daemon process (from this source tree) on a temporary socket and mailboxes dir.
+
+A daemon runs as the test process's user, or as another unix user (``vmail``, as in
+production): then its temp dir, config and log are handed to that user, and the directories
+above the temp dir are opened for it to pass through until ``restore_modes()``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -12,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+# directories given o+x so a daemon's user can reach its temp dir: path -> mode before
+_opened: dict[Path, int] = {}
 
 
 @dataclass
@@ -21,9 +33,16 @@ class Daemon:
     mailboxes: Path
     nocreate: Path
     log: Path
+    user: str | None = None  # None: the test process's own user
 
     def log_text(self) -> str:
         return self.log.read_text()
+
+    def give(self, path: Path) -> Path:
+        """Hand ``path`` and everything below it to the daemon's user, as if it had made them."""
+        if self.user is not None:
+            _chown_tree(path, pwd.getpwnam(self.user))
+        return path
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -58,26 +77,129 @@ def write_ini(tmp: Path, extra: str = "", mailboxes: Path | None = None) -> Path
     return ini
 
 
+@functools.cache
+def user_problem(user: str) -> str | None:
+    """Why daemons cannot be started as ``user`` from this tree, or None if they can."""
+    if os.geteuid() != 0:
+        return f"needs root to start daemons as {user}"
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"no unix user {user} (relay.sh creates it)"
+    # the venv may hold an installed copy: the daemons must come from this tree, not from it
+    probe = subprocess.run(
+        [sys.executable, "-c", "import chatmaild, doveauth; print(chatmaild.__file__)"],
+        env={"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "")},
+        cwd="/",
+        user=pw.pw_uid,
+        group=pw.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0 or not probe.stdout.startswith(f"{REPO}/"):
+        return f"{user} cannot run {sys.executable} on {REPO} (must be readable by {user})"
+    return None
+
+
+def _can_traverse(st: os.stat_result, pw: pwd.struct_passwd) -> bool:
+    if st.st_uid == pw.pw_uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == pw.pw_gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _closed_above(path: Path, pw: pwd.struct_passwd) -> list[Path]:
+    return [parent for parent in path.parents if not _can_traverse(parent.stat(), pw)]
+
+
+def _open_path_to(path: Path, pw: pwd.struct_passwd) -> None:
+    # pytest keeps its temp dirs 0700: let the user through (search only, no listing). Each
+    # pytest session of the same user starting meanwhile closes pytest-of-<user> again; this
+    # re-opens it for the next daemon, but one already running as vmail loses its way.
+    for parent in _closed_above(path, pw):
+        mode = stat.S_IMODE(parent.stat().st_mode)
+        _opened.setdefault(parent, mode)
+        os.chmod(parent, mode | stat.S_IXOTH)
+
+
+def _why_not_started(module: str, tmp: Path, user: str | None) -> str:
+    closed = _closed_above(tmp, pwd.getpwnam(user)) if user is not None else []
+    if closed:  # see _open_path_to
+        return (
+            f"{module} did not start: {user} cannot pass {closed[0]} (closed again by another "
+            f"pytest session starting meanwhile? run again)"
+        )
+    return f"{module} did not start"
+
+
+def restore_modes() -> None:
+    """Close again what ``start_daemon`` opened for another user."""
+    while _opened:
+        path, mode = _opened.popitem()
+        with contextlib.suppress(FileNotFoundError):  # pytest may have removed it
+            os.chmod(path, mode)
+
+
+def _chown_tree(path: Path, pw: pwd.struct_passwd) -> None:
+    os.chown(path, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            _chown_tree(child, pw)
+
+
+def _owner_of(path: Path) -> str | None:
+    """The user owning ``path`` or its nearest existing parent; None if that is us."""
+    while not path.exists():
+        path = path.parent
+    uid = path.stat().st_uid
+    return None if uid == os.geteuid() else pwd.getpwuid(uid).pw_name
+
+
+def _as_user(user: str, tmp: Path, env: dict[str, str]) -> dict[str, object]:
+    """Hand ``tmp`` and what is in it to ``user``; the Popen arguments that run as ``user``."""
+    pw = pwd.getpwnam(user)
+    _chown_tree(tmp, pw)
+    _open_path_to(tmp, pw)
+    env.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
 def start_daemon(
-    module: str, tmp: Path, extra_ini: str = "", *args: str, mailboxes: Path | None = None
+    module: str,
+    tmp: Path,
+    extra_ini: str = "",
+    *args: str,
+    mailboxes: Path | None = None,
+    user: str | None = None,
 ) -> Daemon:
+    """Run ``python -m module SOCKET INI *args`` with its socket, config and log in ``tmp``.
+
+    ``user`` runs it as that unix user; by default a daemon given existing ``mailboxes`` runs
+    as their owner (a second daemon on them runs as the first does), else as this process.
+    """
+    if user is None and mailboxes is not None:
+        user = _owner_of(mailboxes)
     tmp.mkdir(exist_ok=True)
     ini = write_ini(tmp, extra_ini, mailboxes)
     sock = tmp / f"{module}.socket"
     log = tmp / f"{module}.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as logfp:
+        switch = _as_user(user, tmp, env) if user is not None else {}
         proc = subprocess.Popen(
             [sys.executable, "-m", module, str(sock), str(ini), *args],
             stdout=logfp,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            **switch,  # type: ignore[arg-type]
         )
     deadline = time.monotonic() + 20
     while not _accepts(sock):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"{module} did not start: {log.read_text()}")
+            raise RuntimeError(f"{_why_not_started(module, tmp, user)}: {log.read_text()}")
         time.sleep(0.02)
-    return Daemon(proc, sock, mailboxes or tmp / "mail", tmp / "nocreate", log)
+    return Daemon(proc, sock, mailboxes or tmp / "mail", tmp / "nocreate", log, user)

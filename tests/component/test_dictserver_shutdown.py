@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from daemons import start_daemon
+from dictclient import DictClient
+
 from chatmaild import dictproto as dp
 from chatmaild import dictreply as dr
 from chatmaild.dictconn import DictHandler
@@ -60,3 +63,14 @@ async def _shutdown_gives_up_after_drain(path) -> float:
 
 def test_shutdown_does_not_wait_forever(tmp_path):
     assert asyncio.run(_shutdown_gives_up_after_drain(tmp_path / "s")) < 2
+
+
+def test_sigterm_stops_a_daemon_cleanly_as_root_or_vmail(tmp_path, daemon_user):
+    # as vmail (production) the daemon must still be able to remove its own socket
+    daemon = start_daemon("doveauth.lastlogin", tmp_path, user=daemon_user)
+    with DictClient(daemon.socket, "lastlogin") as c:
+        c.send(b"B1\tu\nC1\n")
+        assert c.readline() == b"O1\n"  # an empty transaction commits
+    assert daemon.stop() == 0
+    assert not daemon.socket.exists()
+    assert f"stopped serving {daemon.socket}" in daemon.log_text()
