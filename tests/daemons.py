@@ -176,11 +176,15 @@ def start_daemon(
 ) -> Daemon:
     """Run ``python -m module SOCKET INI *args`` with its socket, config and log in ``tmp``.
 
+    Without ``--restart-grace`` in ``args`` the daemon gets 0: no handoff on stop.
+
     ``user`` runs it as that unix user; by default a daemon given existing ``mailboxes`` runs
     as their owner (a second daemon on them runs as the first does), else as this process.
     """
     if user is None and mailboxes is not None:
         user = _owner_of(mailboxes)
+    if "--restart-grace" not in args:  # no socket keeper lingering after each test
+        args = (*args, "--restart-grace", "0")
     tmp.mkdir(exist_ok=True)
     ini = write_ini(tmp, extra_ini, mailboxes)
     sock = tmp / f"{module}.socket"

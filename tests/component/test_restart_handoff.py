@@ -33,8 +33,9 @@ def _wait_gone(path, timeout: float) -> bool:
     return True
 
 
-def test_lookups_sent_between_two_daemons_are_answered_by_the_second(tmp_path):
-    first = start_daemon("doveauth", tmp_path)
+def test_lookups_sent_between_two_daemons_are_answered_by_the_second(tmp_path, daemon_user):
+    grace = ("--restart-grace", "10")  # the default of the daemons
+    first = start_daemon("doveauth", tmp_path, "", *grace, user=daemon_user)
     kept = DictClient(first.socket)  # connected to the first daemon, and kept open
     assert kept.lookup(f"shared/passdb/{ADDR}", ADDR) == b'O{"noauthenticate": "y"}\n'
     assert first.stop() == 0
@@ -43,7 +44,7 @@ def test_lookups_sent_between_two_daemons_are_answered_by_the_second(tmp_path):
     new = DictClient(first.socket)
     other = "bcdefghij@example.org"
     new.send(f'Lshared/passdb/{PASSWORD}"{other}\t{other}\n'.encode())
-    second = start_daemon("doveauth", tmp_path)
+    second = start_daemon("doveauth", tmp_path, "", *grace, user=daemon_user)
     try:
         assert kept.readline().startswith(b'O{"password": "{SHA512-CRYPT}')
         assert new.readline().startswith(b'O{"password": "{SHA512-CRYPT}')
@@ -55,10 +56,14 @@ def test_lookups_sent_between_two_daemons_are_answered_by_the_second(tmp_path):
         kept.close()
         new.close()
         second.stop()
+        adopted = handoff.adopt(second.socket)  # take the sockets: the keeper exits now
+        assert adopted is not None
+        for sock in (adopted[0], *adopted[1]):
+            sock.close()
 
 
-def test_socket_is_removed_when_no_successor_comes(tmp_path):
-    daemon = start_daemon("doveauth", tmp_path, "", "--restart-grace", "0.5")
+def test_socket_is_removed_when_no_successor_comes(tmp_path, daemon_user):
+    daemon = start_daemon("doveauth", tmp_path, "", "--restart-grace", "0.5", user=daemon_user)
     assert daemon.stop() == 0
     with DictClient(daemon.socket):
         pass  # still accepted, by the keeper
