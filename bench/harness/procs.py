@@ -12,7 +12,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
 
 import psutil
@@ -174,21 +174,26 @@ def under(pid: int, roots: set[int], ppids: Mapping[int, int]) -> int | None:
     return pid if pid in roots else None
 
 
-def members_by_tree(roots: Mapping[str, int]) -> dict[str, list[int]]:
-    """The pids of the tree under each named root now (trees may nest), from one pass."""
+def members_by_tree(
+    roots: Mapping[str, int], alone: Set[str] = frozenset()
+) -> dict[str, list[int]]:
+    """The pids of the tree under each named root now (trees may nest), from one pass.
+
+    A name in ``alone`` stands for its root process only, without descendants.
+    """
     ppids = {p.pid: p.info["ppid"] for p in psutil.process_iter(["ppid"])}
     return {
-        name: [pid for pid in ppids if under(pid, {root}, ppids) == root]
+        name: [root] if name in alone else [pid for pid in ppids if under(pid, {root}, ppids)]
         for name, root in roots.items()
     }
 
 
 def _memory_by_tree(
-    roots: Mapping[str, int], measure: Callable[[psutil.Process], int]
+    roots: Mapping[str, int], alone: Set[str], measure: Callable[[psutil.Process], int]
 ) -> dict[str, tuple[int, int]]:
     memo: dict[int, int | None] = {}
     totals = {}
-    for name, pids in members_by_tree(roots).items():
+    for name, pids in members_by_tree(roots, alone).items():
         for pid in pids:
             if pid not in memo:
                 memo[pid] = None
@@ -199,32 +204,40 @@ def _memory_by_tree(
     return totals
 
 
-def rss_by_tree(roots: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+def rss_by_tree(
+    roots: Mapping[str, int], alone: Set[str] = frozenset()
+) -> dict[str, tuple[int, int]]:
     """(RSS bytes summed, process count) of the tree under each named root.
 
     A process counts in every tree it belongs to (a whole relay, and a daemon in it). RSS
     counts pages shared between processes (libraries, Dovecot's shared memory) in each one.
     """
-    return _memory_by_tree(roots, lambda proc: proc.memory_info().rss)
+    return _memory_by_tree(roots, alone, lambda proc: proc.memory_info().rss)
 
 
-def pss_by_tree(roots: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+def pss_by_tree(
+    roots: Mapping[str, int], alone: Set[str] = frozenset()
+) -> dict[str, tuple[int, int]]:
     """Like ``rss_by_tree`` with PSS: a page shared by n processes counts 1/n in each.
 
     Summed over processes, PSS is the memory they use together; slower to read than RSS.
     """
-    return _memory_by_tree(roots, lambda proc: proc.memory_full_info().pss)
+    return _memory_by_tree(roots, alone, lambda proc: proc.memory_full_info().pss)
 
 
 class RssSampler:
     """Samples the RSS of named process trees every ``interval`` seconds in a thread.
 
-    ``roots`` maps a name to the pid at the top of a tree. ``current`` is the latest sample,
-    ``peak`` the largest since the start or ``reset_peaks``.
+    ``roots`` maps a name to the pid at the top of a tree (just that process for a name in
+    ``alone``). ``current`` is the latest sample, ``peak`` the largest since the start or
+    ``reset_peaks``.
     """
 
-    def __init__(self, roots: Mapping[str, int], interval: float = 0.05) -> None:
+    def __init__(
+        self, roots: Mapping[str, int], alone: Set[str] = frozenset(), interval: float = 0.05
+    ) -> None:
         self.roots = dict(roots)
+        self.alone = frozenset(alone)
         self.interval = interval
         self._current: dict[str, tuple[int, int]] = {}
         self._peak = dict.fromkeys(self.roots, 0)
@@ -247,7 +260,7 @@ class RssSampler:
 
     def sample(self) -> dict[str, tuple[int, int]]:
         """Take a sample now; (RSS bytes, process count) of each tree."""
-        sample = rss_by_tree(self.roots)
+        sample = rss_by_tree(self.roots, self.alone)
         with self._lock:
             self._current = sample
             for name, (rss, _count) in sample.items():
