@@ -59,15 +59,14 @@ def error_note(load: LoadResult, what: str) -> None:
         say(f"  ! {load.errors} {what} failed; first reply: {load.first_error!r}")
 
 
-def header(title: str, quick: bool, daemons: bool = True) -> None:
-    """Title, machine, versions; with ``daemons``, which code runs and whether it is current."""
+def header(title: str, quick: bool, dovecot: bool = True) -> None:
+    """Title, machine, versions, which code runs and whether the checkout's code differs."""
     say(title + (" (--quick)" if quick else ""))
-    python = f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
-    if not daemons:
-        say(f"  {python}")
-        return
-    dovecot = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout
-    say(f"  {python}, Dovecot {dovecot.strip()}")
+    machine = f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+    if dovecot:
+        version = subprocess.run(["dovecot", "--version"], capture_output=True, text=True).stdout
+        machine += f", Dovecot {version.strip()}"
+    say(f"  {machine}")
     installed = code_digest()
     checkout = code_digest(checkout_dir())
     say(f"  daemons from {Path(sys.executable).parent}, code sha256 {installed}")

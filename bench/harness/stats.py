@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def percentile_ms(values: Sequence[float], q: float) -> float:
@@ -24,8 +27,8 @@ def timings(call: Callable[[], object], repeat: int) -> list[float]:
     return sorted(seconds)
 
 
-def cpu_seconds(call: Callable[[], object]) -> float:
-    """CPU seconds (user + system) of this process during one call."""
+def cpu_timed(call: Callable[[], T]) -> tuple[float, T]:
+    """CPU seconds (user + system) of this process during one call, and what it returned."""
     start = time.process_time()
-    call()
-    return time.process_time() - start
+    result = call()
+    return time.process_time() - start, result
