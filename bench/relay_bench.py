@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from harness import env, report
 from harness.clients import LoadResult
 from harness.imap import login_each
-from harness.procs import RssSampler, pss_by_tree
+from harness.procs import RssSampler, names_by_tree, pss_by_tree
 from harness.relays import program_pids, running_relay
 from harness.report import error_note, mib, say, table
 
@@ -61,10 +62,11 @@ LABELS = {
 
 @dataclass(frozen=True)
 class Snapshot:
-    """(bytes, process count) of each group at one moment."""
+    """(bytes, process count) of each group at one moment, and its processes by name."""
 
     rss: dict[str, tuple[int, int]]
     pss: dict[str, tuple[int, int]]
+    names: dict[str, Counter]
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ def settled(sampler: RssSampler, seconds: float) -> Snapshot:
     """RSS and PSS of each group after ``seconds`` of quiet."""
     time.sleep(seconds)
     rss = sampler.sample()
-    return Snapshot(rss, pss_by_tree(sampler.roots, sampler.alone))
+    pss = pss_by_tree(sampler.roots, sampler.alone)
+    return Snapshot(rss, pss, names_by_tree(sampler.roots, sampler.alone))
 
 
 def measure(setup: env.Setup, settle: float) -> Figures:
@@ -134,6 +137,10 @@ def print_figures(f: Figures, settle: float) -> None:
         "  RSS counts pages shared between processes in each of them; PSS splits them, so the\n"
         f"  PSS of the whole relay is what it uses together. After = {settle:g}s after the burst."
     )
+    for when, snapshot in (("idle", f.idle), ("after", f.after)):
+        names = snapshot.names.get("dovecot", Counter())
+        listed = ", ".join(f"{name} {n}" for name, n in sorted(names.items()))
+        say(f"  Dovecot's processes {when}: {listed}")
     error_note(f.idle_logins, "idle logins")
     error_note(f.signups, "sign-ups")
 

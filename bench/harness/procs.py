@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
 
@@ -186,6 +187,17 @@ def members_by_tree(
         name: [root] if name in alone else [pid for pid in ppids if under(pid, {root}, ppids)]
         for name, root in roots.items()
     }
+
+
+def names_by_tree(roots: Mapping[str, int], alone: Set[str] = frozenset()) -> dict[str, Counter]:
+    """How many processes of each name (as ``ps`` shows it) each tree holds now."""
+    names = {}
+    for group, pids in members_by_tree(roots, alone).items():
+        names[group] = Counter()
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                names[group][psutil.Process(pid).name()] += 1
+    return names
 
 
 def _memory_by_tree(
