@@ -14,6 +14,7 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .env import MP
 from .probes import Probe
@@ -143,6 +144,31 @@ def run_clients(
         grouped.append(flat[i : i + len(jobs)])
         i += len(jobs)
     return grouped, window
+
+
+def run_in_client(function: Callable[[Any], Any], job: object, timeout: float) -> Any:
+    """``function(job)`` run in a client process; its (picklable) result.
+
+    Our own process only waits meanwhile, so SIGTERM or Ctrl-C interrupt it at a clean point
+    (never inside an event loop) and the client process is stopped on the way out.
+    """
+    parent, child = MP.Pipe()
+    proc = MP.Process(target=_call_main, args=(function, job, child), daemon=True)
+    proc.start()
+    try:
+        return _receive(parent, timeout)
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def _call_main(function: Callable[[Any], Any], job: object, conn) -> None:
+    try:
+        conn.send(function(job))
+    except Exception as exc:
+        conn.send(f"{type(exc).__name__}: {exc}")
 
 
 def _probe_window(window: Window, probes: Sequence[Probe]) -> None:

@@ -1,4 +1,4 @@
-"""IMAP LOGIN+LOGOUT sessions on loopback: in client processes over a window, or each once.
+"""IMAP LOGIN+LOGOUT sessions on loopback, from client processes: over a window, or each once.
 
 One session connects, reads the greeting, logs in with LOGIN and logs out, then starts over
 with the next account; several sessions run concurrently in each client process (asyncio).
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .clients import LoadResult, Window, WorkerResult, sleep_until
+from .clients import LoadResult, Window, WorkerResult, run_in_client, sleep_until
 
 TIMEOUT = 30  # seconds one session may take before it counts as failed
 
@@ -54,15 +54,30 @@ async def _imap_sessions(job: ImapJob, window: Window) -> WorkerResult:
     return result
 
 
-def login_each(port: int, credentials: Sequence[tuple[str, str]], concurrency: int) -> LoadResult:
-    """LOGIN+LOGOUT once with each (address, password), ``concurrency`` at a time, from here."""
-    return asyncio.run(_login_each(port, credentials, concurrency))
+@dataclass(frozen=True)
+class LoginEach:
+    port: int
+    credentials: tuple[tuple[str, str], ...]
+    concurrency: int
 
 
-async def _login_each(
-    port: int, credentials: Sequence[tuple[str, str]], concurrency: int
+def login_each(
+    port: int, credentials: Sequence[tuple[str, str]], concurrency: int, timeout: float = 600
 ) -> LoadResult:
-    todo = iter(credentials)
+    """LOGIN+LOGOUT once with each (address, password), ``concurrency`` at a time.
+
+    From a client process, which ``timeout`` seconds bound (the results count from its start).
+    """
+    job = LoginEach(port, tuple(credentials), concurrency)
+    return run_in_client(_run_login_each, job, timeout)
+
+
+def _run_login_each(job: LoginEach) -> LoadResult:
+    return asyncio.run(_login_each(job))
+
+
+async def _login_each(job: LoginEach) -> LoadResult:
+    todo = iter(job.credentials)
     result = WorkerResult()
     start = time.monotonic()
     cpu0 = time.process_time()
@@ -71,11 +86,11 @@ async def _login_each(
     async def session() -> None:
         for addr, password in todo:
             began = time.monotonic()
-            problem = await _timed_login(port, addr, password)
+            problem = await _timed_login(job.port, addr, password)
             done = time.monotonic()
             result.record(done, window, not problem, done - began, problem)
 
-    await asyncio.gather(*(session() for _ in range(concurrency)))
+    await asyncio.gather(*(session() for _ in range(job.concurrency)))
     seconds = time.monotonic() - start
     return LoadResult(
         ok=result.ok,

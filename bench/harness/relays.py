@@ -39,7 +39,10 @@ def running_relay(setup: Setup, port: int) -> Iterator[Layout]:
             setup.other.roots.add(pid)
         yield layout
     finally:
-        supervise.down(layout)
+        stopped = supervise.down(layout)
+        # interrupted while supervisord was starting, it may write its pidfile a moment later
+        if not stopped and read_pid(layout.supervisord_pid, timeout=5) is not None:
+            supervise.down(layout)
 
 
 def program_pids(layout: Layout) -> dict[str, int]:
