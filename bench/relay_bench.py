@@ -1,0 +1,192 @@
+"""Benchmark the relay's memory: RSS of each daemon and of the whole relay, idle and after sign-ups.
+
+Why: a chatmail relay runs on small machines; every daemon's resident memory counts, and
+doveauth's must not grow with a burst of new accounts.
+
+How (the shared parts are in ``harness``): the relay is brought up as production does it
+(``relay.render`` + ``relay.supervise.up``: supervisord with Dovecot, doveauth and lastlogin) in
+a temporary directory, IMAP on a free loopback port, with 100 pre-created accounts.
+
+1. Idle: after a few IMAP logins of existing accounts, and a pause for things to settle.
+2. A burst of 1,000 sign-ups: IMAP LOGIN+LOGOUT of 1,000 new addresses through Dovecot, 16 at a
+   time, each creating its account in doveauth (the whole path a new user takes). RSS is
+   sampled every 50 ms meanwhile (the peak), and again after a pause (after the burst).
+
+Memory is summed over process trees found at the moment of sampling: supervisord itself;
+Dovecot's master and all its children; each daemon with whatever processes or threads it has;
+the whole relay (supervisord and all its descendants). RSS counts shared pages once per
+process; PSS splits them among the processes sharing them, so PSS sums to what the processes
+use together.
+
+Run as root with the project's venv::
+
+    /usr/local/lib/chatmaild/venv-test/bin/python bench/relay_bench.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from harness import env, report
+from harness.clients import LoadResult
+from harness.imap import login_each
+from harness.procs import RssSampler, names_by_tree, pss_by_tree
+from harness.relays import program_pids, running_relay
+from harness.report import error_note, mib, say, table
+
+from relay import supervise
+
+ACCOUNTS = 100
+IDLE_LOGINS = 50  # existing accounts logged in to before the idle figures
+SIGNUPS = 1000
+SIGNUP_CONCURRENCY = 16
+WHOLE = "whole relay"
+SUPERVISORD = "supervisord"
+
+GOAL_DOVEAUTH_IDLE_MIB = 35
+GOAL_DOVEAUTH_BURST_MIB = 40
+GOAL_WHOLE_IDLE_MIB = 150
+
+LABELS = {
+    SUPERVISORD: "supervisord (itself)",
+    "dovecot": "Dovecot (all its processes)",
+    "doveauth": "doveauth (its process tree)",
+    "lastlogin": "lastlogin (its process tree)",
+    WHOLE: "whole relay (supervisord and all descendants)",
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """(bytes, process count) of each group at one moment, and its processes by name."""
+
+    rss: dict[str, tuple[int, int]]
+    pss: dict[str, tuple[int, int]]
+    names: dict[str, Counter]
+
+
+@dataclass(frozen=True)
+class Figures:
+    idle: Snapshot
+    peak: dict[str, int]  # RSS bytes, largest during the burst
+    after: Snapshot
+    signups: LoadResult
+    idle_logins: LoadResult
+
+
+def settled(sampler: RssSampler, seconds: float) -> Snapshot:
+    """RSS and PSS of each group after ``seconds`` of quiet."""
+    time.sleep(seconds)
+    rss = sampler.sample()
+    pss = pss_by_tree(sampler.roots, sampler.alone)
+    return Snapshot(rss, pss, names_by_tree(sampler.roots, sampler.alone))
+
+
+def measure(setup: env.Setup, settle: float) -> Figures:
+    port = env.free_port()
+    with running_relay(setup, port) as layout:
+        supervisord = supervise.supervisord_pid(layout)
+        if supervisord is None:
+            raise RuntimeError("the relay's supervisord is not running")
+        roots = {SUPERVISORD: supervisord, **program_pids(layout), WHOLE: supervisord}
+        with RssSampler(roots, alone={SUPERVISORD}) as sampler:
+            idle_logins = login_each(port, setup.credentials()[:IDLE_LOGINS], 4)
+            idle = settled(sampler, settle)
+            sampler.reset_peaks()
+            new = env.new_credentials("s", SIGNUPS)
+            signups = login_each(port, new, SIGNUP_CONCURRENCY)
+            peak = {name: sampler.peak(name) for name in roots}
+            after = settled(sampler, settle)
+    return Figures(idle, peak, after, signups, idle_logins)
+
+
+def print_figures(f: Figures, settle: float) -> None:
+    say()
+    say(
+        f"Relay memory, idle ({IDLE_LOGINS} logins, then {settle:g}s quiet) and around "
+        f"{SIGNUPS:,} sign-ups"
+    )
+    say(
+        f"  sign-ups: IMAP LOGIN+LOGOUT of {SIGNUPS:,} new addresses through Dovecot, "
+        f"{SIGNUP_CONCURRENCY} at a time: {f.signups.ok:,} ok in {f.signups.seconds:.1f}s "
+        f"({f.signups.rate:,.0f}/s)"
+    )
+    names = [n for n in LABELS if n in f.idle.rss and n != WHOLE]
+    names += sorted(n for n in f.idle.rss if n not in LABELS)  # programs added since
+    names.append(WHOLE)
+    rows = []
+    for name in names:
+        rows.append(
+            [
+                LABELS.get(name, name),
+                f"{f.idle.rss[name][1]}/{f.after.rss[name][1]}",
+                mib(f.idle.rss[name][0]),
+                mib(f.idle.pss[name][0]),
+                mib(f.peak[name]),
+                mib(f.after.rss[name][0]),
+                mib(f.after.pss[name][0]),
+            ]
+        )
+    headers = ["MiB", "procs idle/after", "idle RSS", "idle PSS"]
+    table([*headers, "burst peak RSS", "after RSS", "after PSS"], rows, left=1)
+    say(
+        "  RSS counts pages shared between processes in each of them; PSS splits them, so the\n"
+        f"  PSS of the whole relay is what it uses together. After = {settle:g}s after the burst."
+    )
+    for when, snapshot in (("idle", f.idle), ("after", f.after)):
+        names = snapshot.names.get("dovecot", Counter())
+        listed = ", ".join(f"{name} {n}" for name, n in sorted(names.items()))
+        say(f"  Dovecot's processes {when}: {listed}")
+    error_note(f.idle_logins, "idle logins")
+    error_note(f.signups, "sign-ups")
+
+
+def print_goals(f: Figures) -> None:
+    doveauth_idle = f.idle.rss.get("doveauth", (0, 0))[0]
+    doveauth_after = f.after.rss.get("doveauth", (0, 0))[0]
+    whole_idle = f.idle.rss[WHOLE][0]
+    report.goals(
+        [
+            (
+                f"doveauth RSS idle <= {GOAL_DOVEAUTH_IDLE_MIB} MiB",
+                f"{mib(doveauth_idle)} MiB",
+                doveauth_idle <= GOAL_DOVEAUTH_IDLE_MIB * 2**20,
+            ),
+            (
+                f"doveauth RSS after {SIGNUPS:,} sign-ups <= {GOAL_DOVEAUTH_BURST_MIB} MiB",
+                f"{mib(doveauth_after)} MiB (peak {mib(f.peak.get('doveauth', 0))})",
+                doveauth_after <= GOAL_DOVEAUTH_BURST_MIB * 2**20 and not f.signups.errors,
+            ),
+            (
+                f"whole relay RSS idle < {GOAL_WHOLE_IDLE_MIB} MiB",
+                f"{mib(whole_idle)} MiB",
+                whole_idle < GOAL_WHOLE_IDLE_MIB * 2**20,
+            ),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter pauses to settle")
+    args = parser.parse_args(argv)
+    settle = 2.0 if args.quick else 10.0
+    tools = ("dovecot", "doveadm", "supervisord", "supervisorctl")
+    env.check_prerequisites("relay_bench", tools, ("doveauth", "lastlogin"))
+    env.exit_on_sigterm()
+    with env.temp_root("relay-bench-") as root:
+        setup = env.prepare(root, ACCOUNTS)
+        report.header("relay memory benchmark", args.quick)
+        say(f"  {len(setup.accounts)} accounts pre-created in {setup.mailboxes}")
+        figures = measure(setup, settle)
+        print_figures(figures, settle)
+        print_goals(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
