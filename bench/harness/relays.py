@@ -47,16 +47,10 @@ def running_relay(setup: Setup, port: int) -> Iterator[Layout]:
 
 def program_pids(layout: Layout) -> dict[str, int]:
     """The pid of each running program under the relay's supervisord, by program name."""
-    status = subprocess.run(
-        [supervise.SUPERVISORCTL, "-c", str(layout.supervisord_conf), "status"],
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    ).stdout
     return {
-        m.group(1): int(m.group(2))
-        for m in re.finditer(r"^(\S+)\s+RUNNING\s+pid (\d+)", status, flags=re.MULTILINE)
+        info["name"]: info["pid"]
+        for info in supervise.processes(layout)
+        if info["statename"] == "RUNNING"
     }
 
 
