@@ -8,7 +8,8 @@ about 20 MB each plus multiprocessing's resource tracker, and needed machinery f
 Now doveauth is one process and imports no multiprocessing.
 
 Each hashing thread lowers its own scheduling priority (on Linux a thread's nice value is its own),
-so a burst of sign-ups yields the CPU to lookups of existing accounts.
+so a burst of sign-ups yields the CPU to lookups of existing accounts. The pool has one thread per
+CPU this process may run on (its affinity mask, capped by a cgroup v2 ``cpu.max`` quota).
 
 Salts come from libxcrypt's ``crypt_gensalt_rn``, which reads the kernel's random source.
 """
@@ -16,11 +17,15 @@ Salts come from libxcrypt's ``crypt_gensalt_rn``, which reads the kernel's rando
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
+import math
 import os
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,58 @@ def hash_password(password: str) -> str:
     return SCHEME + hashed.decode("ascii")
 
 
+def cpu_limit(affinity: int, cpu_max_texts: Iterable[str] = ()) -> int:
+    """How many CPUs a process may use: its affinity count, capped by cgroup v2 quotas, >= 1.
+
+    ``cpu_max_texts`` are contents of ``cpu.max`` files: "QUOTA PERIOD" in microseconds, QUOTA
+    "max" for no limit. A quota of 1.5 periods lets two CPUs work part of the time, so it counts
+    as 2. Text that does not parse is ignored (no limit).
+    """
+    count = affinity
+    for text in cpu_max_texts:
+        quota, _, period = text.strip().partition(" ")
+        try:
+            cpus = math.ceil(int(quota) / int(period))
+        except (ValueError, ZeroDivisionError):  # "max", or nothing we understand
+            continue
+        count = min(count, cpus)
+    return max(count, 1)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_dir(proc_self_cgroup: str) -> Path:
+    """The cgroup v2 directory named by /proc/self/cgroup's "0::/path" line, else the root."""
+    lines = proc_self_cgroup.splitlines()
+    path = next((line[3:] for line in lines if line.startswith("0::")), "/")
+    return CGROUP_ROOT / path.lstrip("/")
+
+
+def _own_cgroup() -> Path:
+    try:
+        return cgroup_dir(Path("/proc/self/cgroup").read_text())
+    except OSError:
+        return CGROUP_ROOT
+
+
+def _cpu_max_texts() -> list[str]:
+    """``cpu.max`` of this process's cgroup and of each parent up to the root, where readable."""
+    cgroup = _own_cgroup()
+    texts = []
+    for directory in (cgroup, *cgroup.parents):
+        with contextlib.suppress(OSError):  # none in the root cgroup, nor on cgroup v1
+            texts.append((directory / "cpu.max").read_text())
+        if directory == CGROUP_ROOT:
+            break
+    return texts
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may actually run on (os.cpu_count() counts the machine's)."""
+    return cpu_limit(len(os.sched_getaffinity(0)), _cpu_max_texts())
+
+
 def lower_thread_priority(niceness: int = HASHING_NICENESS) -> None:
     """Make the calling thread (only it: nice is per thread on Linux) ``niceness`` nicer."""
     tid = threading.get_native_id()
@@ -100,7 +157,7 @@ class Hasher:
     """A few low-priority hashing threads; ``await hasher.hash(pw)`` from the event loop."""
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or usable_cpus()
         self._pool = ThreadPoolExecutor(
             max_workers=self.workers,
             thread_name_prefix="hashing",

@@ -1,4 +1,4 @@
-"""Password hashing through libxcrypt: verifiable, salted, thread-safe, at low priority."""
+"""Password hashing through libxcrypt: verifiable, salted, thread-safe; pool size and priority."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from doveauth import hashing
-from doveauth.hashing import SCHEME, Hasher, hash_password
+from doveauth.hashing import SCHEME, Hasher, cpu_limit, hash_password
 
 try:
     import crypt_r
@@ -118,6 +118,11 @@ def test_hasher_hashes_in_threads_of_lower_priority():
     assert not [t for t in threading.enumerate() if t.name.startswith("hashing")]  # closed
 
 
+def test_hasher_defaults_to_the_usable_cpus():
+    with Hasher() as hasher:
+        assert hasher.workers == hashing.usable_cpus()
+
+
 def test_importing_doveauth_imports_no_multiprocessing():
     code = (
         "import sys, doveauth.__main__, doveauth.auth, doveauth.hashing\n"
@@ -133,3 +138,59 @@ def test_importing_doveauth_imports_no_multiprocessing():
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert out.stdout.strip() == "[]"
+
+
+# -- how many CPUs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("affinity", "cpu_max_texts", "cpus"),
+    [
+        (8, [], 8),
+        (8, ["max 100000\n"], 8),
+        (8, ["150000 100000\n"], 2),  # 1.5 CPUs: two may run part of the time
+        (8, ["100000 100000\n"], 1),
+        (8, ["50000 100000\n"], 1),  # half a CPU is still one
+        (8, ["1000 100000\n"], 1),
+        (8, ["400000 100000\n"], 4),
+        (2, ["400000 100000\n"], 2),  # the affinity mask is the tighter limit
+        (8, ["max 100000\n", "300000 100000\n", "600000 100000\n"], 3),  # the parents' too
+        (8, ["200000 50000\n"], 4),  # another period
+        (0, [], 1),
+        (1, ["max\n"], 1),
+        (4, ["", "garbage", "1 0", "max max"], 4),  # unreadable: no limit
+    ],
+)
+def test_cpu_limit_takes_affinity_and_cgroup_quota(affinity, cpu_max_texts, cpus):
+    assert cpu_limit(affinity, cpu_max_texts) == cpus
+
+
+def test_usable_cpus_is_within_the_affinity_mask():
+    assert 1 <= hashing.usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_cgroup_quota_files_are_read_up_to_the_root(tmp_path, monkeypatch):
+    own = tmp_path / "system.slice" / "doveauth.service"
+    own.mkdir(parents=True)
+    (own / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "system.slice" / "cpu.max").write_text("150000 100000\n")
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    monkeypatch.setattr(hashing, "CGROUP_ROOT", tmp_path)
+    monkeypatch.setattr(hashing, "_own_cgroup", lambda: own)
+    texts = hashing._cpu_max_texts()
+    assert texts == ["max 100000\n", "150000 100000\n", "max 100000\n"]
+    assert cpu_limit(8, texts) == 2
+
+
+@pytest.mark.parametrize(
+    ("proc_self_cgroup", "directory"),
+    [
+        ("0::/system.slice/doveauth.service\n", "system.slice/doveauth.service"),
+        ("0::/\n", ""),  # in a cgroup namespace (a container): its own root
+        ("12:cpu,cpuacct:/x\n1:name=systemd:/y\n0::/user.slice\n", "user.slice"),  # hybrid
+        ("4:memory:/x\n1:cpu:/\n", ""),  # cgroup v1 only
+        ("", ""),
+    ],
+)
+def test_cgroup_dir_is_the_v2_line_of_proc_self_cgroup(proc_self_cgroup, directory):
+    assert hashing.cgroup_dir(proc_self_cgroup) == hashing.CGROUP_ROOT / directory
