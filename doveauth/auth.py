@@ -173,12 +173,9 @@ class AuthDict(DictHandler):
         self, addr: str, udir: Path, password: str
     ) -> dr.LookupResult | Awaitable[dr.LookupResult]:
         reason = refusal(self.s.rules, addr, password)
-        if reason is None and self._creating >= MAX_CREATIONS_IN_FLIGHT:
-            reason = f"{self._creating} sign-ups already in progress"
         if reason is not None:
             log.warning("account %s not created: %s", addr, reason)
             return dr.NOT_FOUND
-        self._creating += 1  # counted on arrival: a burst in one read is bounded too
         return self._create(addr, udir, password)
 
     def _userdb(self, addr: str) -> dr.LookupResult:
@@ -193,6 +190,13 @@ class AuthDict(DictHandler):
         Dovecot logs the key of a lookup that fails or times out, and this key holds the
         password: every problem is logged here and answered "not found".
         """
+        # Counted here, inside the coroutine, with no await before the try: a coroutine that
+        # is closed or cancelled before it starts never counts, so no slot can leak. Coroutines
+        # of a burst start one after another, so the bound holds for a burst in one read too.
+        if self._creating >= MAX_CREATIONS_IN_FLIGHT:
+            log.warning("account %s not created: %d sign-ups in progress", addr, self._creating)
+            return dr.NOT_FOUND
+        self._creating += 1
         try:
             return await asyncio.wait_for(self._create_now(addr, udir, password), SIGNUP_DEADLINE)
         except TimeoutError:

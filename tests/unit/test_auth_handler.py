@@ -39,6 +39,10 @@ def settings(tmp_path):
     return AuthSettings.from_config(cfg)
 
 
+def signup_key(localpart: str, password: str = "password123") -> str:
+    return f'shared/passdb/{password}"{localpart}@example.org'
+
+
 def lookup(handler: AuthDict, key: str) -> dr.LookupResult:
     async def run():
         result = handler.lookup(dp.Lookup(key))
@@ -84,14 +88,41 @@ def test_sign_ups_beyond_the_queue_are_refused_at_once(settings, monkeypatch):
     handler = AuthDict(settings, FakeHasher("hang"))
 
     async def burst():
-        results = [
-            handler.lookup(dp.Lookup(f'shared/passdb/password123"abcdefgh{i}@example.org'))
+        # all four arrive in one read; the first two are taken, the rest refused when they start
+        tasks = [
+            asyncio.ensure_future(handler.lookup(dp.Lookup(signup_key(f"abcdefgh{i}"))))
             for i in range(4)
         ]
-        # the first two were accepted (coroutines), the rest refused on arrival
-        assert [asyncio.iscoroutine(r) for r in results] == [True, True, False, False]
-        assert results[2:] == [dr.NOT_FOUND, dr.NOT_FOUND]
-        for coro in results[:2]:
-            coro.close()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert [t.done() for t in tasks] == [False, False, True, True]
+        assert [t.result() for t in tasks[2:]] == [dr.NOT_FOUND, dr.NOT_FOUND]
+        assert handler._creating == 2
+        for t in tasks[:2]:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert handler._creating == 0
 
     asyncio.run(burst())
+
+
+@pytest.mark.parametrize("discard", ["close", "cancel"])
+def test_sign_ups_dropped_before_they_start_take_no_slot(settings, discard):
+    handler = AuthDict(settings, FakeHasher())
+
+    async def drop_many_then_sign_up():
+        for _ in range(auth.MAX_CREATIONS_IN_FLIGHT + 10):
+            pending = handler.lookup(dp.Lookup(signup_key("abcdefghi")))
+            assert asyncio.iscoroutine(pending)
+            if discard == "close":
+                pending.close()
+            else:
+                task = asyncio.ensure_future(pending)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        assert handler._creating == 0
+        return await handler.lookup(dp.Lookup(signup_key("abcdefghi")))
+
+    assert isinstance(asyncio.run(drop_many_then_sign_up()), dr.Found)
+    assert handler._creating == 0
