@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
 from chatmaild import config
 from chatmaild import dictproto as dp
 from chatmaild import dictreply as dr
+from chatmaild.mailbox import read_password
 from doveauth import auth
 from doveauth.auth import AuthDict, AuthSettings
 
@@ -126,3 +128,29 @@ def test_sign_ups_dropped_before_they_start_take_no_slot(settings, discard):
 
     assert isinstance(asyncio.run(drop_many_then_sign_up()), dr.Found)
     assert handler._creating == 0
+
+
+def test_a_sign_up_answered_not_found_at_the_deadline_creates_no_account(settings, monkeypatch):
+    # the disk is slow: the deadline passes while the account is being written
+    monkeypatch.setattr(auth, "SIGNUP_DEADLINE", 0.1)
+    real_create_account = auth.create_account
+
+    def slow_create_account(*args, **kwargs):
+        time.sleep(0.4)
+        return real_create_account(*args, **kwargs)
+
+    monkeypatch.setattr(auth, "create_account", slow_create_account)
+    handler = AuthDict(settings, FakeHasher())
+    # asyncio.run returns only when every to_thread() thread has finished
+    reply = lookup(handler, signup_key("abcdefghi"))
+    udir = settings.mailboxes_dir / "abcdefghi@example.org"
+    assert (reply, read_password(udir)) == (dr.NOT_FOUND, None)  # the reply and the disk agree
+    assert handler._creating == 0
+
+
+def test_a_sign_up_committed_by_the_deadline_is_found(settings, monkeypatch):
+    monkeypatch.setattr(auth, "SIGNUP_DEADLINE", 60)
+    handler = AuthDict(settings, FakeHasher())
+    reply = lookup(handler, signup_key("abcdefghi"))
+    udir = settings.mailboxes_dir / "abcdefghi@example.org"
+    assert json.loads(reply.value)["password"] == read_password(udir)
