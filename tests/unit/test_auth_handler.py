@@ -12,6 +12,7 @@ import pytest
 from chatmaild import config
 from chatmaild import dictproto as dp
 from chatmaild import dictreply as dr
+from chatmaild.dictconn import DictConnection
 from chatmaild.mailbox import read_password
 from doveauth import auth
 from doveauth.auth import AuthDict, AuthSettings
@@ -80,9 +81,29 @@ def test_a_failing_sign_up_answers_not_found_never_a_failure(settings, behaviour
     assert not (settings.mailboxes_dir / "abcdefghi@example.org" / "password").exists()
 
 
-def test_handler_exceptions_fall_back_to_not_found_for_auth():
-    # dictconn answers a raising handler with lookup_failure: never F for the auth dict
-    assert AuthDict.lookup_failure == dr.NOT_FOUND
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_a_lookup_that_raises_is_answered_not_found_never_a_failure(settings, monkeypatch):
+    handler = AuthDict(settings, FakeHasher())
+
+    def bug(key):
+        raise RuntimeError("a bug in the handler")
+
+    monkeypatch.setattr(handler, "_passdb", bug)
+    conn, transport = DictConnection(handler, set()), FakeTransport()
+    conn.connection_made(transport)
+    conn.data_received(b'H3\t2\t0\t\tauth\nLshared/passdb/secret-pw"abcdefghi@example.org\t\n')
+    assert bytes(transport.out) == b"N\n"
 
 
 def test_sign_ups_beyond_the_queue_are_refused_at_once(settings, monkeypatch):
