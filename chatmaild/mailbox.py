@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 PASSWORD_FILE = "password"
@@ -97,14 +98,23 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     _fsync_dir(path.parent)
 
 
-def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
+def create_exclusive(
+    path: Path, data: bytes, mode: int = 0o600, deadline: float | None = None
+) -> bool:
     """Create ``path`` holding ``data`` unless it exists; True if this call created it.
 
     ``link()`` fails if the name exists, atomically across threads and processes, so of many
     concurrent creators exactly one wins and the others can read the winner's complete file.
+    Past ``deadline`` (time.monotonic()) it never creates the file: False if it exists, else
+    TimeoutError, since the caller may already have answered that there is no such file.
     """
     tmp = _write_temp(path.parent, data, mode)
     try:
+        # the last moment before the file exists: no abandoned creation may commit after it
+        if deadline is not None and time.monotonic() > deadline:
+            if os.path.lexists(path):
+                return False
+            raise TimeoutError(f"deadline passed before {path} was created")
         os.link(tmp, path)
     except FileExistsError:
         return False
@@ -131,12 +141,17 @@ def read_password(udir: Path) -> str | None:
     return text
 
 
-def create_account(udir: Path, password_hash: str) -> tuple[str, bool]:
+def create_account(
+    udir: Path, password_hash: str, deadline: float | None = None
+) -> tuple[str, bool]:
     """Create the account in ``udir`` unless it exists; return (hash on disk, created?).
 
     Safe against any number of concurrent creators, in threads or processes: exactly one
-    password file wins, and every caller gets the hash that is on disk afterwards.
+    password file wins, and every caller gets the hash that is on disk afterwards. The password
+    file commits the account: if ``deadline`` (time.monotonic()) has passed just before that
+    step, none is created (TimeoutError, unless another creator's file is there).
     """
+    password_file = udir / PASSWORD_FILE
     try:
         udir.mkdir(mode=0o700, parents=True)
         _fsync_dir(udir.parent)
@@ -145,9 +160,9 @@ def create_account(udir: Path, password_hash: str) -> tuple[str, bool]:
     marker = udir / ENFORCE_E2EE_FILE
     if not marker.exists():
         atomic_write(marker, b"")
-    if create_exclusive(udir / PASSWORD_FILE, password_hash.encode("utf-8")):
+    if create_exclusive(password_file, password_hash.encode("utf-8"), deadline=deadline):
         return password_hash, True
     stored = read_password(udir)
     if stored is None:  # deleted in between (account expiry): the caller may retry
-        raise OSError(f"{udir / PASSWORD_FILE} vanished during creation")
+        raise OSError(f"{password_file} vanished during creation")
     return stored, False

@@ -1,7 +1,9 @@
 """doveauth: Dovecot's passdb and userdb over the dict protocol; first login creates the account.
 
 Usage: ``doveauth SOCKET_PATH CONFIG_PATH`` (run as the vmail user; Dovecot's auth-worker
-connects with ``uri = proxy:SOCKET_PATH:auth``).
+connects with ``uri = proxy:SOCKET_PATH:auth``). One process: new passwords are hashed in a
+few low-priority threads of it (see ``doveauth.hashing``), so nothing else needs to be started,
+watched or stopped with it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(args: DaemonArgs, settings: AuthSettings) -> int:
     with Hasher() as hasher:
         await hasher.warm_up()
-        log.info("accounts under %s, %d hashing workers", settings.mailboxes_dir, hasher.workers)
+        log.info("accounts under %s, %d hashing threads", settings.mailboxes_dir, hasher.workers)
         return await serve_until_signalled(args, AuthDict(settings, hasher))
 
 

@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,8 @@ USERDB = "shared/userdb/"
 # Sign-ups waiting their turn; beyond this a new address is refused at once, so a flood of
 # sign-ups cannot make Dovecot's lookups wait for seconds (or time out).
 MAX_CREATIONS_IN_FLIGHT = 256
-# Dovecot's dict client gives up after 30 s (and logs the key): answer well before.
+# Dovecot's dict client gives up after 30 s (and logs the key): answer well before. Seconds of
+# time.monotonic() from the start of a sign-up until its account is committed (or not).
 SIGNUP_DEADLINE = 10
 # "noauthenticate": this passdb neither accepts nor refuses; Dovecot asks the next one.
 NEXT_PASSDB = dr.Found('{"noauthenticate": "y"}')
@@ -173,12 +175,9 @@ class AuthDict(DictHandler):
         self, addr: str, udir: Path, password: str
     ) -> dr.LookupResult | Awaitable[dr.LookupResult]:
         reason = refusal(self.s.rules, addr, password)
-        if reason is None and self._creating >= MAX_CREATIONS_IN_FLIGHT:
-            reason = f"{self._creating} sign-ups already in progress"
         if reason is not None:
             log.warning("account %s not created: %s", addr, reason)
             return dr.NOT_FOUND
-        self._creating += 1  # counted on arrival: a burst in one read is bounded too
         return self._create(addr, udir, password)
 
     def _userdb(self, addr: str) -> dr.LookupResult:
@@ -193,8 +192,15 @@ class AuthDict(DictHandler):
         Dovecot logs the key of a lookup that fails or times out, and this key holds the
         password: every problem is logged here and answered "not found".
         """
+        # Counted here, inside the coroutine, with no await before the try: a coroutine that
+        # is closed or cancelled before it starts never counts, so no slot can leak. Coroutines
+        # of a burst start one after another, so the bound holds for a burst in one read too.
+        if self._creating >= MAX_CREATIONS_IN_FLIGHT:
+            log.warning("account %s not created: %d sign-ups in progress", addr, self._creating)
+            return dr.NOT_FOUND
+        self._creating += 1
         try:
-            return await asyncio.wait_for(self._create_now(addr, udir, password), SIGNUP_DEADLINE)
+            return await self._create_by(addr, udir, password, time.monotonic() + SIGNUP_DEADLINE)
         except TimeoutError:
             log.error("account %s not created: not done within %ss", addr, SIGNUP_DEADLINE)
         except Exception as exc:
@@ -203,18 +209,36 @@ class AuthDict(DictHandler):
             self._creating -= 1
         return dr.NOT_FOUND
 
-    async def _create_now(self, addr: str, udir: Path, password: str) -> dr.LookupResult:
-        async with self._working:
-            measured = await asyncio.to_thread(measure, self.s.limits)
-            reason = resource_refusal(self.s.limits, measured)
-            if reason is not None:
-                log.warning("account %s not created: %s", addr, reason)
+    async def _create_by(
+        self, addr: str, udir: Path, password: str, deadline: float
+    ) -> dr.LookupResult:
+        """Create the account if that is committed by ``deadline`` (time.monotonic()).
+
+        Waiting for a slot, measuring and hashing are abandoned at the deadline. The disk step
+        is not: its thread would go on and might create the account after we answered "not
+        found". It is awaited to the end instead, and refuses to commit past the deadline.
+        """
+        async with asyncio.timeout(deadline - time.monotonic()):
+            await self._working.acquire()
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                hashed = await self._hash_if_resources_allow(addr, password)
+            if hashed is None:
                 return dr.NOT_FOUND
-            hashed = await self.hasher.hash(password)
-            stored, created = await asyncio.to_thread(create_account, udir, hashed)
+            stored, created = await asyncio.to_thread(create_account, udir, hashed, deadline)
+        finally:
+            self._working.release()
         if created:
             log.info("created account %s", addr)
         return self._found(udir, stored)
+
+    async def _hash_if_resources_allow(self, addr: str, password: str) -> str | None:
+        measured = await asyncio.to_thread(measure, self.s.limits)
+        reason = resource_refusal(self.s.limits, measured)
+        if reason is not None:
+            log.warning("account %s not created: %s", addr, reason)
+            return None
+        return await self.hasher.hash(password)
 
     def iterate(self, req: dp.Iterate) -> dr.IterateResult | Awaitable[dr.IterateResult]:
         if not req.path.startswith(USERDB):

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -235,6 +236,48 @@ def test_read_password_of_empty_file_raises_oserror(tmp_path, content):
     (tmp_path / "password").write_text(content)
     with pytest.raises(OSError, match="empty"):
         mailbox.read_password(tmp_path)
+
+
+def test_creation_past_the_deadline_creates_no_password_file(tmp_path):
+    udir = tmp_path / "abcdefghi@example.org"
+    with pytest.raises(TimeoutError):
+        mailbox.create_account(udir, HASH_A, deadline=time.monotonic() - 1)
+    assert mailbox.read_password(udir) is None
+    assert leftovers(udir) == []
+
+
+def test_deadline_is_checked_after_the_slow_write_just_before_the_commit(tmp_path, monkeypatch):
+    clock = FakeClock(100.0)
+    monkeypatch.setattr(mailbox, "time", clock)
+    real_write_temp = mailbox._write_temp
+
+    def slow_write_temp(*args):
+        written = real_write_temp(*args)
+        clock.now += 5  # the write took 5 s
+        return written
+
+    monkeypatch.setattr(mailbox, "_write_temp", slow_write_temp)
+    udir = tmp_path / "abcdefghi@example.org"
+    with pytest.raises(TimeoutError):
+        mailbox.create_account(udir, HASH_A, deadline=104.0)
+    assert mailbox.read_password(udir) is None
+    assert leftovers(udir) == []
+    assert mailbox.create_account(udir, HASH_A, deadline=clock.now + 6) == (HASH_A, True)
+
+
+def test_creation_past_the_deadline_returns_an_existing_account(tmp_path):
+    udir = tmp_path / "abcdefghi@example.org"
+    mailbox.create_account(udir, HASH_A)
+    assert mailbox.create_account(udir, HASH_B, deadline=time.monotonic() - 1) == (HASH_A, False)
+    assert leftovers(udir) == []
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
 
 
 # -- concurrency ---------------------------------------------------------------------------------

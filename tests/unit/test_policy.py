@@ -1,10 +1,9 @@
-"""Who may create an account, how Dovecot's passdb key is split, login days, password hashes."""
+"""Who may create an account, how Dovecot's passdb key is split, login days."""
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
-import warnings
 from pathlib import Path
 
 import psutil
@@ -15,7 +14,6 @@ from hypothesis import strategies as st
 from chatmaild import config
 from chatmaild.config import settings_from
 from doveauth.auth import split_passdb_key
-from doveauth.hashing import SCHEME, hash_password
 from doveauth.lastlogin import DAY, login_day
 from doveauth.policy import (
     PASSWORD_MAX_BYTES,
@@ -26,13 +24,6 @@ from doveauth.policy import (
     refusal,
     resource_refusal,
 )
-
-try:
-    import crypt_r
-except ImportError:  # Python before 3.13, as in doveauth/hashing.py
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt as crypt_r
 
 RULES = CreationRules(
     addr_domain="example.org", username_min_length=9, username_max_length=9, password_min_length=9
@@ -312,31 +303,3 @@ def test_login_day_is_a_day_boundary_at_or_before_the_time(seconds):
     day = login_day(str(seconds), NOW)
     assert day % DAY == 0
     assert day <= seconds < day + DAY
-
-
-# -- hashing -------------------------------------------------------------------------------------
-
-
-def verifies(password: str, stored: str) -> bool:
-    assert stored.startswith(SCHEME)
-    crypt_hash = stored[len(SCHEME) :]
-    return crypt_r.crypt(password, crypt_hash) == crypt_hash
-
-
-@pytest.mark.parametrize("password", [GOOD_PASSWORD, "pässwörd✓", "klz\"hl\\t64'q", "x" * 256])
-def test_hash_password_gives_a_verifiable_sha512_crypt_hash(password):
-    stored = hash_password(password)
-    assert stored.startswith("{SHA512-CRYPT}$6$")
-    assert verifies(password, stored)
-    assert not verifies(password + "x", stored)
-
-
-def test_hash_password_salts_every_hash():
-    first, second = hash_password(GOOD_PASSWORD), hash_password(GOOD_PASSWORD)
-    assert first != second
-    assert verifies(GOOD_PASSWORD, first)
-    assert verifies(GOOD_PASSWORD, second)
-
-
-def test_hash_password_never_contains_the_password():
-    assert GOOD_PASSWORD not in hash_password(GOOD_PASSWORD)
