@@ -6,7 +6,9 @@ The argument order is that of existing chatmail relays' unit files, so they keep
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +95,15 @@ def parse_args(name: str, description: str, argv: list[str] | None) -> DaemonArg
 
 
 async def serve_until_signalled(args: DaemonArgs, handler: DictHandler) -> int:
-    """Serve ``handler`` on the daemon's socket until SIGTERM/SIGINT; the exit status."""
+    """Serve ``handler`` on the daemon's socket until SIGTERM/SIGINT; the exit status.
+
+    The signal handlers come first: a stop that arrives while the socket is being taken over
+    from a predecessor must not kill the process with the sockets it has just adopted.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     server = DictServer(args.socket, handler)
     try:
         await server.start(args.socket_mode, args.socket_group, args.restart_grace)
@@ -101,5 +111,8 @@ async def serve_until_signalled(args: DaemonArgs, handler: DictHandler) -> int:
         log.error("cannot listen on %s: %s", args.socket, exc)
         return 1
     log.info("serving dict %r on %s", handler.name, args.socket)
-    await server.serve_until_signalled()
+    await stop.wait()
+    log.info("stopping: finishing requests in progress")
+    await server.close()
+    log.info("stopped serving %s", args.socket)
     return 0

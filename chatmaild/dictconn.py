@@ -125,39 +125,54 @@ class DictConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close now, even if the client does not read what is still to be written."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
     # -- passing the connection on to the next process (chatmaild.handoff) ----------------------
 
     def hold(self) -> None:
-        """Read no new request, except to complete a half-received line."""
+        """Read no new request, except to complete a half-received (or overlong) line."""
         self._held = True
         if self.transport is None:
             return
-        if self._buf and self._paused:
+        reading_on = bool(self._buf) or self._discarding
+        if reading_on and self._paused:
             self._paused = False
             self.transport.resume_reading()
-        elif not self._buf and not self._paused:
+        elif not reading_on and not self._paused:
             self._paused = True
             self.transport.pause_reading()
 
     def settled(self) -> bool:
-        """Every request answered and written, no line half-received, no transaction open."""
+        """Every request answered and written, no line half-received, no transaction open.
+
+        Only then may another process carry on with the connection: it starts reading at the
+        beginning of the next request, and owes no reply.
+        """
         return (
             self.transport is not None
+            and not self._closing
             and not self._pending
             and not self._buf
+            and not self._discarding
             and not self._transactions
             and self.transport.get_write_buffer_size() == 0
         )
 
-    def detach(self) -> socket.socket | None:
-        """A duplicate of the connection's socket; this side lets go without closing it."""
-        if self.transport is None:
-            return None
+    def duplicate(self) -> socket.socket:
+        """A second descriptor of the connection, to pass on (see ``let_go``)."""
+        assert self.transport is not None
         fileno = self.transport.get_extra_info("socket").fileno()
-        dup = socket.socket(fileno=os.dup(fileno))
+        return socket.socket(fileno=os.dup(fileno))
+
+    def let_go(self) -> None:
+        """Drop this side of a connection passed on: closes our descriptor only, no shutdown."""
         self._closing = True
-        self.transport.abort()  # closes our descriptor only: the connection lives on in dup
-        return dup
+        if self.transport is not None:
+            self.transport.abort()
 
     # -- dispatch --------------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import resource
-import signal
 import socket
 import stat
 import time
@@ -61,12 +60,22 @@ def _remove_stale_socket(path: Path) -> None:
     raise SocketInUse(f"{path}: another process is serving on this socket")
 
 
-def _remove_stale_socket_waiting(path: Path) -> None:
+def _take_socket(
+    path: Path, mode: int, group: str | None
+) -> tuple[socket.socket, list[socket.socket], bool]:
+    """(listener, connections, adopted?): a predecessor's sockets, else a new listener.
+
+    A socket found in use may be held by a keeper that is just starting or just giving up:
+    ask it again for a moment before refusing.
+    """
     deadline = time.monotonic() + IN_USE_WAIT
     while True:
+        adopted = handoff.adopt(path)
+        if adopted is not None:
+            return adopted[0], adopted[1], True
         try:
             _remove_stale_socket(path)
-            return
+            return handoff.bind_private(path, mode, group), [], False
         except SocketInUse:
             if time.monotonic() > deadline:
                 raise
@@ -99,9 +108,8 @@ class DictServer:
         """
         _raise_fd_limit()
         self._grace = grace
-        adopted = await asyncio.to_thread(handoff.adopt, self.path)
-        if adopted is not None:
-            listener, conns = adopted
+        listener, conns, adopted = await asyncio.to_thread(_take_socket, self.path, mode, group)
+        if adopted:
             os.chmod(self.path, mode)
             if group is not None:
                 os.chown(self.path, -1, handoff.group_id(group))
@@ -110,9 +118,6 @@ class DictServer:
                 self.path,
                 len(conns),
             )
-        else:
-            await asyncio.to_thread(_remove_stale_socket_waiting, self.path)
-            listener, conns = handoff.bind_private(self.path, mode, group), []
         self._listener = listener
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(self._connection, sock=listener, backlog=4096)
@@ -125,13 +130,13 @@ class DictServer:
     async def close(self, drain: float = DRAIN_SECONDS) -> None:
         """Stop listening, let connections finish what they asked, then let them go.
 
-        With a keeper (a grace period), each connection goes to it once every request on it
-        is answered, and a successor carries on with it: nothing is ever closed under
-        Dovecot's feet. Without one, a connection is closed once it has been quiet for a
-        moment. Either way, when ``drain`` seconds are up the rest are closed: Dovecot logs
-        the key of a request that a closed connection never answered, and a passdb key may
-        hold a password. (Closing them all also matters because since Python 3.12
-        ``wait_closed()`` waits for every one.)
+        With a keeper (a grace period), connections go to it as soon as every request on them
+        is answered, and a successor carries on with them: nothing is closed under Dovecot's
+        feet. Without one, a connection is closed once it has been quiet for a moment. When
+        ``drain`` seconds are up the rest are closed, also those whose client stopped reading:
+        Dovecot logs the key of a request that a closed connection never answered, and a
+        passdb key may hold a password. (Since Python 3.12 ``wait_closed()`` also waits for
+        every connection.)
         """
         if self._server is None:
             return
@@ -141,14 +146,19 @@ class DictServer:
         self._server.close()
         deadline = time.monotonic() + drain
         while self.connections:
-            late = time.monotonic() >= deadline
-            for conn in list(self.connections):
-                if late:
-                    conn.close()
-                elif keeper is not None:
-                    self._pass_on(conn, keeper)
-                elif conn.idle(QUIET_SECONDS):
-                    conn.close()
+            if time.monotonic() >= deadline:
+                for conn in list(self.connections):
+                    conn.abort()
+                    self.connections.discard(conn)
+                break
+            if keeper is not None and self._pass_on(keeper) is False:
+                log.error("the socket keeper is gone: closing connections instead")
+                keeper = None
+            if keeper is None:
+                for conn in list(self.connections):
+                    if conn.idle(QUIET_SECONDS):
+                        conn.close()
+                        self.connections.discard(conn)
             await asyncio.sleep(0.02)
         await self._server.wait_closed()
         if keeper is not None:
@@ -157,23 +167,25 @@ class DictServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
-    def _pass_on(self, conn: DictConnection, keeper: handoff.Keeper) -> None:
-        conn.hold()  # read no new request, but finish a half-received line
-        if not conn.settled():
-            return
-        sock = conn.detach()
-        if sock is not None:
-            with sock:
-                if not keeper.give(sock):
-                    log.error("the socket keeper is gone: closing a connection")
-
-    async def serve_until_signalled(self) -> None:
-        """Serve until SIGTERM or SIGINT, then close."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("stopping: finishing requests in progress")
-        await self.close()
-        log.info("stopped serving %s", self.path)
+    def _pass_on(self, keeper: handoff.Keeper) -> bool | None:
+        """Give the keeper the connections that are settled; Keeper.give's last answer."""
+        settled = []
+        for conn in list(self.connections):
+            conn.hold()  # read no new request, but finish a half-received line
+            if conn.settled():
+                settled.append(conn)
+        result: bool | None = True
+        for i in range(0, len(settled), handoff.SCM_MAX_FD):
+            batch = settled[i : i + handoff.SCM_MAX_FD]
+            dups = [conn.duplicate() for conn in batch]
+            try:
+                result = keeper.give(dups)
+            finally:
+                for dup in dups:
+                    dup.close()
+            if not result:
+                return result  # busy: the rest in the next round; gone: the caller closes
+            for conn in batch:
+                conn.let_go()  # the connection lives on with the keeper
+                self.connections.discard(conn)
+        return result

@@ -87,11 +87,13 @@ def adopt(path: Path) -> tuple[socket.socket, list[socket.socket]] | None:
         conn.settimeout(ADOPT_TIMEOUT)
         try:
             conn.connect(str(handoff_path(path)))
+            if not _trusted_peer(conn):
+                return None
             socks = _receive_all(conn)
         except OSError:  # no keeper (the usual first start), or it went away
             return None
-        if not socks or not _is_listener(socks[0]):
-            for sock in socks:
+        if socks is None or not socks or not _is_listener(socks[0]):
+            for sock in socks or ():
                 sock.close()
             return None
         with contextlib.suppress(OSError):
@@ -99,14 +101,25 @@ def adopt(path: Path) -> tuple[socket.socket, list[socket.socket]] | None:
         return socks[0], socks[1:]
 
 
-def _receive_all(conn: socket.socket) -> list[socket.socket]:
+def _trusted_peer(conn: socket.socket) -> bool:
+    """Only a process of our own user (or root) may hand us sockets, or take them."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    return int.from_bytes(creds[4:8], sys.byteorder) in (os.getuid(), 0)
+
+
+def _receive_all(conn: socket.socket) -> list[socket.socket] | None:
+    """Every socket the keeper sends, up to its END; None (all closed) if it stops short."""
     socks: list[socket.socket] = []
     try:
         while True:
             msg, fds, _flags, _addr = socket.recv_fds(conn, 16, SCM_MAX_FD)
-            socks += [socket.socket(fileno=fd) for fd in fds]
-            if msg in (END, b""):
+            for fd in fds:
+                os.set_inheritable(fd, False)
+                socks.append(socket.socket(fileno=fd))
+            if msg == END:
                 return socks
+            if msg == b"":
+                raise ConnectionError("the keeper stopped before its END")
     except BaseException:
         for sock in socks:
             sock.close()
@@ -125,16 +138,23 @@ def _is_listener(sock: socket.socket) -> bool:
 
 
 class Keeper:
-    """The stopping daemon's end: give connections to the keeper process as they come clean."""
+    """The stopping daemon's end: give connections to the keeper process as they settle."""
 
     def __init__(self, proc: subprocess.Popen, channel: socket.socket) -> None:
         self.proc = proc
         self._channel = channel
+        channel.setblocking(False)  # a slow keeper must never stall the event loop
 
-    def give(self, sock: socket.socket) -> bool:
-        """Pass one client connection on; False if the keeper is gone (then close it)."""
+    def give(self, socks: list[socket.socket]) -> bool | None:
+        """Pass up to SCM_MAX_FD connections on in one message.
+
+        True: passed (the caller lets go of them). None: the keeper is busy, try again later.
+        False: the keeper is gone.
+        """
         try:
-            socket.send_fds(self._channel, [CONNECTIONS], [sock.fileno()])
+            socket.send_fds(self._channel, [CONNECTIONS], [s.fileno() for s in socks])
+        except BlockingIOError:
+            return None
         except OSError:
             return False
         return True
@@ -150,10 +170,13 @@ def spawn_keeper(listener: socket.socket, path: Path, grace: float) -> Keeper | 
         return None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fds = (listener.fileno(), theirs.fileno())
+    argv = [str(path), *map(str, fds), str(grace)]
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chatmaild.handoff", str(path), *map(str, fds), str(grace)],
+            # -P and cwd /: a chatmaild/ in the daemon's working directory is never imported
+            [sys.executable, "-P", "-m", "chatmaild.handoff", *argv],
             pass_fds=fds,
+            cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -174,6 +197,7 @@ class _Held:
     def __init__(self, listener: socket.socket) -> None:
         self.listener = listener
         self.conns: list[socket.socket] = []
+        self.given = False  # the listener went out to a successor (maybe without its ACK)
 
     def close(self) -> None:
         for sock in (self.listener, *self.conns):
@@ -187,17 +211,20 @@ def keep(path: Path, listener: socket.socket, channel: socket.socket, grace: flo
     if path_id is None:
         held.close()
         return  # someone removed the socket: nothing to keep
-    server, handoff_id = _listen_private(handoff_path(path))
+    hpath = handoff_path(path)
+    server, handoff_id = _listen_private(hpath)
     try:
-        if _serve(server, channel, held, grace):
-            return
+        _serve(server, channel, held, grace)
     finally:
-        if _file_id(handoff_path(path)) == handoff_id:  # not yet a later keeper's
-            handoff_path(path).unlink(missing_ok=True)
+        if _file_id(hpath) == handoff_id:  # not yet a later keeper's
+            hpath.unlink(missing_ok=True)
+        # Nobody took the socket: remove its name, as the daemon would have, and before
+        # closing it, so that a daemon starting now binds a new one instead of finding ours
+        # dying. Once the listener went out, the path is never removed: it may be served.
+        if not held.given and _file_id(path) == path_id:
+            path.unlink(missing_ok=True)
         server.close()
         held.close()
-    if _file_id(path) == path_id:  # nobody came: gone, as if the daemon had removed it
-        path.unlink(missing_ok=True)
 
 
 def _listen_private(hpath: Path) -> tuple[socket.socket, tuple[int, int] | None]:
@@ -255,18 +282,22 @@ def _collect(channel: socket.socket, held: _Held) -> bool:
 def _hand_over(conn: socket.socket, held: _Held) -> bool:
     with conn:
         conn.settimeout(5)
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        if int.from_bytes(creds[4:8], sys.byteorder) not in (os.getuid(), 0):
+        if not _trusted_peer(conn):
             return False
         try:
             socket.send_fds(conn, [LISTENER], [held.listener.fileno()])
+        except OSError:
+            return False
+        # From here on the successor may hold the listener: whatever happens, this keeper is
+        # done, and must neither give it to another nor remove the socket's name.
+        held.given = True
+        with contextlib.suppress(OSError):
             for i in range(0, len(held.conns), SCM_MAX_FD):
                 batch = held.conns[i : i + SCM_MAX_FD]
                 socket.send_fds(conn, [CONNECTIONS], [s.fileno() for s in batch])
             conn.sendall(END)
-            return conn.recv(1) == ACK
-        except OSError:
-            return False
+            conn.recv(1)  # its ACK, or EOF if it failed: either way, it has what it took
+        return True
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

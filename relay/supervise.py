@@ -10,19 +10,23 @@ Needs root.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import http.client
 import imaplib
+import logging
 import os
 import pwd
 import shutil
 import signal
 import subprocess
 import time
+import xml.parsers.expat
 import xmlrpc.client
 from pathlib import Path
 
-from supervisor.xmlrpc import SupervisorTransport
+from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from chatmaild.config import Config
 from chatmaild.mailbox import atomic_write
@@ -31,6 +35,11 @@ from .render import Layout, RenderParams, render
 
 SUPERVISORD = "supervisord"
 SUPERVISORCTL = "supervisorctl"
+SUCCESS = Faults.SUCCESS
+log = logging.getLogger(__name__)
+# What talking to supervisord over its socket can raise: it is not there, it answered with an
+# error, or it went away in the middle of an answer.
+RPC_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException, xml.parsers.expat.ExpatError)
 
 
 class RelayError(RuntimeError):
@@ -117,24 +126,43 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
     server = rpc(layout)
     try:
         if _dovecot_digest(layout) != _applied_digest(layout):
-            server.supervisor.signalProcess("dovecot", "HUP")
+            # a Dovecot that does not run now reads the new files when it is started below
+            state = server.supervisor.getProcessInfo("dovecot")["statename"]
+            if state in ("RUNNING", "STARTING"):
+                server.supervisor.signalProcess("dovecot", "HUP")
             _mark_dovecot_applied(layout)
         _update(server)
         server.supervisor.startAllProcesses(True)  # those already running are left alone
-    except (OSError, xmlrpc.client.Error) as exc:
+    except RPC_ERRORS as exc:
         raise RelayError(f"supervisord at {layout.supervisor_socket} failed: {exc}") from None
     wait_ready(layout, params, timeout)
     return False
 
 
 def _update(server: xmlrpc.client.ServerProxy) -> None:
-    """What ``supervisorctl update`` does: re-read the file, replace the changed programs."""
+    """What ``supervisorctl update`` does: re-read the file, replace changed programs.
+
+    One program at a time, as supervisorctl does: each restarts (and hands its sockets to its
+    successor) without waiting for the others to stop.
+    """
     added, changed, removed = server.supervisor.reloadConfig()[0]
-    for name in changed + removed:
-        server.supervisor.stopProcessGroup(name, True)
-        server.supervisor.removeProcessGroup(name)
-    for name in changed + added:
+    for name in removed:
+        if _stopped(server, name):
+            server.supervisor.removeProcessGroup(name)
+    for name in changed:
+        if _stopped(server, name):
+            server.supervisor.removeProcessGroup(name)
+            server.supervisor.addProcessGroup(name)
+    for name in added:
         server.supervisor.addProcessGroup(name)
+
+
+def _stopped(server: xmlrpc.client.ServerProxy, name: str) -> bool:
+    results = server.supervisor.stopProcessGroup(name, True)
+    failed = [r for r in results if r["status"] != SUCCESS]
+    for result in failed:
+        log.error("could not stop %s: %s", result["name"], result["description"])
+    return not failed
 
 
 def _dovecot_digest(layout: Layout) -> str:
@@ -178,7 +206,7 @@ def processes(layout: Layout) -> list[dict]:
 def _all_running(layout: Layout) -> bool:
     try:
         infos = processes(layout)
-    except (OSError, xmlrpc.client.Error):
+    except RPC_ERRORS:
         return False
     return bool(infos) and all(info["statename"] == "RUNNING" for info in infos)
 
@@ -198,8 +226,9 @@ def down(layout: Layout, timeout: float = 30) -> bool:
         return False
     try:
         rpc(layout).supervisor.shutdown()
-    except (OSError, xmlrpc.client.Error):
-        os.kill(pid, signal.SIGTERM)  # its control socket is gone: stop it directly
+    except RPC_ERRORS:
+        with contextlib.suppress(ProcessLookupError):  # it is gone already
+            os.kill(pid, signal.SIGTERM)  # its control socket is gone: stop it directly
     deadline = time.monotonic() + timeout
     while supervisord_pid(layout) is not None:
         if time.monotonic() > deadline:
@@ -214,7 +243,7 @@ def status(layout: Layout) -> str:
         return f"not running (state directory {layout.state_dir})"
     try:
         infos = processes(layout)
-    except (OSError, xmlrpc.client.Error) as exc:
+    except RPC_ERRORS as exc:
         return f"supervisord runs, but does not answer on {layout.supervisor_socket}: {exc}"
     return "\n".join(
         f"{info['name']:<12} {info['statename']:<9} {info['description']}" for info in infos

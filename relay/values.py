@@ -49,11 +49,13 @@ def _domain(value: object) -> str | None:
 
 
 def _address(value: object) -> str | None:
+    # written as Python writes it back: no IPv6 scope (%...), which may hold anything
     try:
-        ipaddress.ip_address(value)  # type: ignore[arg-type]
+        if str(ipaddress.ip_address(value)) == value and "%" not in value:  # type: ignore[arg-type,operator]
+            return None
     except ValueError:
-        return "not an IP address such as 127.0.0.1 or ::1"
-    return None
+        pass
+    return "not an IP address such as 127.0.0.1 or ::1"
 
 
 def _count(low: int, high: int) -> Callable[[object], str | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from daemons import start_daemon
 from dictclient import DictClient
 
@@ -74,3 +75,24 @@ def test_sigterm_stops_a_daemon_cleanly_as_root_or_vmail(tmp_path, daemon_user):
     assert daemon.stop() == 0
     assert not daemon.socket.exists()
     assert f"stopped serving {daemon.socket}" in daemon.log_text()
+
+
+async def _shutdown_with_a_client_that_stopped_reading(path, grace: float) -> None:
+    class Big(DictHandler):
+        def lookup(self, req: dp.Lookup) -> dr.LookupResult:
+            return dr.Found("v" * 60000)
+
+    server = DictServer(path, Big())
+    await server.start(0o600, grace=grace)
+    _reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(b"H3\t2\t0\t\ttest\n" + b"Lkey\tu\n" * 40)  # 2.4 MB of replies, never read
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    await asyncio.wait_for(server.close(drain=0.5), timeout=10)
+    writer.close()
+
+
+@pytest.mark.parametrize("grace", [0, 2])
+def test_shutdown_of_a_connection_whose_client_stopped_reading_ends(tmp_path, grace):
+    """A hung Dovecot process must not keep the daemon from stopping (or SIGKILL it)."""
+    asyncio.run(_shutdown_with_a_client_that_stopped_reading(tmp_path / "s", grace))

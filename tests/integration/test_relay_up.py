@@ -151,3 +151,31 @@ def test_up_applies_a_configuration_rendered_before(setup):
     assert result.returncode == 0, result.stderr
     assert f"port {new_port}" in result.stdout
     assert pids(state)["dovecot"] == dovecot  # reloaded, not restarted
+
+
+def test_up_starts_a_stopped_dovecot_whose_configuration_changed(setup):
+    """The usual reason to run up again: Dovecot down (e.g. a bad setting), now fixed."""
+    tmp, ini, state = setup
+    args = simple_relay_args(tmp, ini, state)
+    assert run("up", *args).returncode == 0
+    conf = str(state / "supervisord.conf")
+    subprocess.run(
+        ["supervisorctl", "-c", conf, "stop", "dovecot"], check=True, capture_output=True
+    )
+    ini.write_text(ini.read_text() + "max_imap_connections = 500\n")
+    result = run("up", *args)
+    assert result.returncode == 0, result.stderr
+    assert set(pids(state)) == {"doveauth", "lastlogin", "dovecot"}
+    assert "process_limit = 500" in (state / "dovecot" / "dovecot.conf").read_text()
+
+
+def test_up_reloads_dovecot_only_when_its_configuration_changed(setup):
+    tmp, ini, state = setup
+    args = simple_relay_args(tmp, ini, state)
+    assert run("up", *args).returncode == 0
+    log = state / "log" / "dovecot.log"
+    assert run("up", *args).returncode == 0
+    assert "SIGHUP received" not in log.read_text()  # a reload would drop logins in progress
+    ini.write_text(ini.read_text() + "max_imap_connections = 500\n")
+    assert run("up", *args).returncode == 0
+    assert "SIGHUP received" in log.read_text()

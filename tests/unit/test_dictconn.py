@@ -256,3 +256,47 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
 @example(b"L" + b"x" * (dp.MAX_LINE + 100) + b"\nLkey\n", [dp.MAX_LINE + 10, dp.MAX_LINE + 50])
 def test_any_split_into_chunks_answers_as_the_whole(data, cuts):
     assert feed(_split(data, cuts)) == feed([data])
+
+
+# -- passing a connection on (chatmaild.handoff) -------------------------------------------------
+
+
+class BufferedTransport(FakeTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unsent = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+
+def test_connection_is_settled_only_between_requests():
+    conn = DictConnection(SlowHandler(), set())
+    transport = BufferedTransport()
+    conn.connection_made(transport)
+    conn.data_received(b"H3\t2\t0\t\ttest\nLkey\tu\n")
+    assert conn.settled()
+    conn.data_received(b"Lhalf")  # half a request: its reply would be owed by the successor
+    assert not conn.settled()
+    conn.hold()
+    assert not transport.paused  # reading on, to complete the line
+    conn.data_received(b"\tu\n")
+    assert conn.settled()
+    conn.hold()
+    assert transport.paused  # nothing more is read: the rest is for the next process
+    transport.unsent = 10  # a reply still in the write buffer
+    assert not conn.settled()
+
+
+def test_connection_inside_an_overlong_line_is_not_settled():
+    """Its tail would reach the next process as a request of its own, answered out of turn."""
+    conn = DictConnection(SlowHandler(), set())
+    transport = BufferedTransport()
+    conn.connection_made(transport)
+    conn.data_received(b"L" + b"k" * (dp.MAX_LINE + 10))
+    assert transport.out == b"F\n"  # refused as soon as it passed the limit
+    assert not conn.settled()
+    conn.hold()
+    assert not transport.paused  # reading on, to the end of the overlong line
+    conn.data_received(b"kkkk\tu\n")
+    assert conn.settled()

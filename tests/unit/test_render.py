@@ -249,7 +249,10 @@ def test_a_vmail_user_with_a_newline_cannot_add_a_supervisord_program(tmp_path, 
     assert not layout.supervisord_conf.exists()
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1\nssl = no", "localhost", "*", "", "1.2.3.4 5"])
+@pytest.mark.parametrize(
+    "listen",
+    ["127.0.0.1\nssl = no", "localhost", "*", "", "1.2.3.4 5", "fe80::1%x\n}\nssl = no", "::01"],
+)
 def test_listen_address_must_be_an_ip_address(cfg, layout, listen):
     params = dataclasses.replace(PARAMS, listen=listen)
     with pytest.raises(RenderError, match="listen address"):
