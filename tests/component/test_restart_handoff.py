@@ -139,3 +139,21 @@ def test_keeper_passes_on_the_very_same_listening_socket(tmp_path):
     finally:
         if keeper.proc.poll() is None:
             keeper.proc.kill()
+
+
+def test_hundreds_of_connections_are_carried_over(tmp_path):
+    """More connections than one message can carry (SCM_MAX_FD): all reach the successor."""
+    first = start_daemon("doveauth", tmp_path, "", "--restart-grace", "10")
+    clients = [DictClient(first.socket) for _ in range(handoff.SCM_MAX_FD + 50)]
+    for c in clients:
+        assert c.lookup(f"shared/passdb/{ADDR}", ADDR) == b'O{"noauthenticate": "y"}\n'
+    assert first.stop() == 0
+    second = start_daemon("doveauth", tmp_path, "", "--restart-grace", "0")
+    try:
+        for c in clients:
+            assert c.lookup(f"shared/userdb/{ADDR}", ADDR) == b"N\n"
+        assert f"and {len(clients)} connections" in second.log_text()
+    finally:
+        for c in clients:
+            c.close()
+        second.stop()
