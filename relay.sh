@@ -14,15 +14,16 @@ PREFIX=${CHATMAIL_PREFIX:-/usr/local/lib/chatmaild}
 VENV=$PREFIX/venv
 TEST_VENV=$PREFIX/venv-test
 PACKAGES="dovecot-core dovecot-imapd supervisor python3-venv"
+TEST_PACKAGES="gnupg"  # the tests check filtermail against messages GnuPG encrypts
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then echo "relay.sh: run as root" >&2; exit 1; fi
 }
 
-install_packages() {
+install_packages() {  # install_packages [EXTRA_PACKAGES]
     # apt-get update only when something is missing: running up again stays fast and offline
     local missing="" p
-    for p in $PACKAGES; do
+    for p in $PACKAGES ${1:-}; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
     done
     [ -n "$missing" ] || return 0
@@ -52,9 +53,9 @@ build_venv() {  # build_venv DIR [EXTRAS]
     chmod -R a+rX "$venv"
 }
 
-install_all() {
+install_all() {  # install_all [EXTRA_PACKAGES]
     need_root
-    install_packages
+    install_packages "${1:-}"
     create_vmail
 }
 
@@ -75,7 +76,7 @@ case "$cmd" in
         ;;
     test)
         shift
-        install_all
+        install_all "$TEST_PACKAGES"
         build_venv "$TEST_VENV" "[test]"
         exec "$TEST_VENV/bin/python" -m pytest "$@"
         ;;
