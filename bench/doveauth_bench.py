@@ -48,6 +48,7 @@ from harness.probes import MachineBusy, TreeUsage, Usage
 from harness.procs import Daemon, RssSampler, running, unix_socket_accepts
 from harness.relays import running_limit_dovecot, running_relay
 from harness.report import error_note, ms, pct, say, table
+from harness.session import bench_setup
 from harness.stats import percentile_ms
 
 ACCOUNTS = 1000
@@ -408,13 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few seconds per figure")
     args = parser.parse_args(argv)
     d = QUICK if args.quick else FULL
-    tools = ("dovecot", "doveadm", "supervisord", "supervisorctl")
-    env.check_prerequisites("doveauth_bench", tools, ("doveauth", "lastlogin"))
-    env.exit_on_sigterm()
-    with env.temp_root("doveauth-bench-") as root:
-        setup = env.prepare(root, ACCOUNTS)
-        report.header("doveauth benchmark", args.quick)
-        say(f"  {len(setup.accounts)} accounts pre-created in {setup.mailboxes}")
+    with bench_setup("doveauth_bench", "doveauth benchmark", args.quick, ACCOUNTS) as setup:
         noting = report.noting_other_load
         with running_doveauth(setup) as daemon:
             with noting(setup.other):

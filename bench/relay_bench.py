@@ -37,6 +37,7 @@ from harness.imap import login_each
 from harness.procs import RssSampler, names_by_tree, pss_by_tree
 from harness.relays import program_pids, running_relay
 from harness.report import error_note, mib, say, table
+from harness.session import bench_setup
 
 from relay import supervise
 
@@ -175,13 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter pauses to settle")
     args = parser.parse_args(argv)
     settle = 2.0 if args.quick else 10.0
-    tools = ("dovecot", "doveadm", "supervisord", "supervisorctl")
-    env.check_prerequisites("relay_bench", tools, ("doveauth", "lastlogin"))
-    env.exit_on_sigterm()
-    with env.temp_root("relay-bench-") as root:
-        setup = env.prepare(root, ACCOUNTS)
-        report.header("relay memory benchmark", args.quick)
-        say(f"  {len(setup.accounts)} accounts pre-created in {setup.mailboxes}")
+    with bench_setup("relay_bench", "relay memory benchmark", args.quick, ACCOUNTS) as setup:
         figures = measure(setup, settle)
         print_figures(figures, settle)
         print_goals(figures)

@@ -103,10 +103,7 @@ def test_up_again_starts_what_was_stopped_and_ignores_a_stale_pidfile(setup):
     tmp, ini, state = setup
     args = simple_relay_args(tmp, ini, state)
     assert run("up", *args).returncode == 0
-    conf = str(state / "supervisord.conf")
-    subprocess.run(
-        ["supervisorctl", "-c", conf, "stop", "lastlogin"], check=True, capture_output=True
-    )
+    stop_program(state, "lastlogin")
     assert run("up", *args).returncode == 0
     assert set(pids(state)) == {"doveauth", "lastlogin", "dovecot"}
 
@@ -123,6 +120,12 @@ def simple_relay_args(tmp: Path, ini: Path, state: Path) -> tuple[str, ...]:
         f"nocreate_file = {tmp}/nocreate\n"
     )
     return ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(free_port()))
+
+
+def stop_program(state: Path, name: str) -> None:
+    """Stop one program as an operator would, behind up's back."""
+    conf = str(state / "supervisord.conf")
+    subprocess.run(["supervisorctl", "-c", conf, "stop", name], check=True, capture_output=True)
 
 
 def pids(state: Path) -> dict[str, str]:
@@ -158,10 +161,7 @@ def test_up_starts_a_stopped_dovecot_whose_configuration_changed(setup):
     tmp, ini, state = setup
     args = simple_relay_args(tmp, ini, state)
     assert run("up", *args).returncode == 0
-    conf = str(state / "supervisord.conf")
-    subprocess.run(
-        ["supervisorctl", "-c", conf, "stop", "dovecot"], check=True, capture_output=True
-    )
+    stop_program(state, "dovecot")
     ini.write_text(ini.read_text() + "max_imap_connections = 500\n")
     result = run("up", *args)
     assert result.returncode == 0, result.stderr
