@@ -7,20 +7,43 @@ above the temp dir are opened for it to pass through until ``restore_modes()``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("chatmaild", "doveauth", "filtermail")
+
+
+@functools.cache
+def readable_source() -> Path:
+    """A copy of this tree's packages that every user can read, for daemons run as another user.
+
+    The checkout may sit where only its owner can enter (``mktemp -d`` makes 0700 directories),
+    so a daemon running as vmail imports this copy, made once per test session.
+    """
+    root = Path(tempfile.mkdtemp(prefix="chatmaild-src-"))
+    atexit.register(shutil.rmtree, root, True)
+    for package in PACKAGES:
+        shutil.copytree(
+            REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for path in (root, *root.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
 
 # directories given o+x so a daemon's user can reach its temp dir: path -> mode before
 _opened: dict[Path, int] = {}
@@ -87,9 +110,10 @@ def user_problem(user: str) -> str | None:
     except KeyError:
         return f"no unix user {user} (relay.sh creates it)"
     # the venv may hold an installed copy: the daemons must come from this tree, not from it
+    source = readable_source()
     probe = subprocess.run(
         [sys.executable, "-c", "import chatmaild, doveauth; print(chatmaild.__file__)"],
-        env={"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "")},
+        env={"PYTHONPATH": str(source), "PATH": os.environ.get("PATH", "")},
         cwd="/",
         user=pw.pw_uid,
         group=pw.pw_gid,
@@ -97,8 +121,8 @@ def user_problem(user: str) -> str | None:
         capture_output=True,
         text=True,
     )
-    if probe.returncode != 0 or not probe.stdout.startswith(f"{REPO}/"):
-        return f"{user} cannot run {sys.executable} on {REPO} (must be readable by {user})"
+    if probe.returncode != 0 or not probe.stdout.startswith(f"{source}/"):
+        return f"{user} cannot run {sys.executable} (the venv must be readable by {user})"
     return None
 
 
@@ -162,7 +186,7 @@ def _as_user(user: str, tmp: Path, env: dict[str, str]) -> dict[str, object]:
     pw = pwd.getpwnam(user)
     _chown_tree(tmp, pw)
     _open_path_to(tmp, pw)
-    env.update(HOME=pw.pw_dir, USER=user, LOGNAME=user)
+    env.update(HOME=pw.pw_dir, USER=user, LOGNAME=user, PYTHONPATH=str(readable_source()))
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
