@@ -14,7 +14,7 @@ PREFIX=${CHATMAIL_PREFIX:-/usr/local/lib/chatmaild}
 VENV=$PREFIX/venv
 TEST_VENV=$PREFIX/venv-test
 PACKAGES="dovecot-core dovecot-imapd supervisor python3-venv"
-TEST_PACKAGES="gnupg"  # the tests check filtermail against messages GnuPG encrypts
+TEST_PACKAGES="gnupg dnsmasq-base"  # GnuPG encrypts test mail; dnsmasq serves DKIM keys
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then echo "relay.sh: run as root" >&2; exit 1; fi

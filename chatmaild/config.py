@@ -14,6 +14,7 @@ import configparser
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,10 @@ from .inivalues import (
     parse_domain,
     parse_float,
     parse_int,
+    parse_optional_bool,
     parse_optional_str,
     parse_path,
+    parse_resolver,
     parse_size,
     parse_str,
 )
@@ -132,6 +135,37 @@ class Config:
     postfix_reinject_port_incoming: int = key(
         "10026", "Loopback port where Postfix takes back filtered incoming mail.", parse_int
     )
+    dkim_selector: str = key(
+        "opendkim",
+        "DKIM selector: the DNS TXT record is <selector>._domainkey.<mail_domain>.",
+        heading="DKIM",
+    )
+    dkim_key_path: Path = key(
+        "/etc/dkimkeys/{dkim_selector}.private",
+        "The DKIM private key (PEM), readable by vmail_user; 'chatmail-relay dkim-key' makes "
+        "it and prints the TXT record.",
+        parse_path,
+    )
+    dkim_sign: bool | None = key(
+        "",
+        "Sign outgoing mail (true/false); empty: true for a domain relay, false for an IP-only "
+        "relay, which has no DNS to publish a key in.",
+        parse_optional_bool,
+    )
+    dkim_verify: bool | None = key(
+        "",
+        "Refuse incoming mail without a valid DKIM signature of its From: domain (true/false); "
+        "empty: true for a domain relay, false for an IP-only relay.",
+        parse_optional_bool,
+    )
+    dkim_dns_resolver: tuple[str, int] | None = key(
+        "",
+        "DNS resolver for DKIM keys, IP or IP:PORT; empty: the system's (/etc/resolv.conf).",
+        parse_resolver,
+    )
+    dkim_dns_timeout: float = key(
+        "5", "Seconds to wait for a DKIM key lookup; a timeout defers the mail (4xx).", parse_float
+    )
     disable_ipv6: bool = key(
         "false", "Set to true on hosts without IPv6.", parse_bool, heading="Deployment"
     )
@@ -169,6 +203,14 @@ class Config:
     @property
     def is_ip_relay(self) -> bool:
         return is_ipv4(self.mail_domain)
+
+    @property
+    def signs_dkim(self) -> bool:
+        return (not self.is_ip_relay) if self.dkim_sign is None else self.dkim_sign
+
+    @property
+    def verifies_dkim(self) -> bool:
+        return (not self.is_ip_relay) if self.dkim_verify is None else self.dkim_verify
 
     @property
     def addr_domain(self) -> str:
@@ -228,7 +270,10 @@ def parse(text: str, path: Path | str = "chatmail.ini") -> Config:
             default = f.metadata["default"]
             if default is None:
                 raise ConfigError(f"{path}: required key {f.name!r} is missing in [{SECTION}]")
-            text_value = default.format(mail_domain=values.get("mail_domain", ""))
+            text_value = default.format(
+                mail_domain=values.get("mail_domain", ""),
+                dkim_selector=raw.get("dkim_selector", "opendkim").strip(),
+            )
         try:
             values[f.name] = f.metadata["parse"](text_value)
         except ValueError as exc:
@@ -255,6 +300,10 @@ def _check_consistency(values: dict[str, object], path: Path) -> None:
     for name in ("max_imap_connections", "max_smtp_connections"):
         if values[name] < 1:  # type: ignore[operator]
             raise bad(name, "must be at least 1")
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", values["dkim_selector"]):  # type: ignore[arg-type]
+        raise bad("dkim_selector", "a DKIM selector is one DNS label: a-z, 0-9 and -")
+    if not 0 < values["dkim_dns_timeout"] <= 60:  # type: ignore[operator]
+        raise bad("dkim_dns_timeout", "must be above 0 and at most 60 seconds")
     if not values["vmail_user"]:
         raise bad("vmail_user", "must name a unix user")
 
@@ -288,7 +337,11 @@ def default_ini(mail_domain: str) -> str:
             lines += ["", f"## {f.metadata['heading']}"]
         lines += ["", f"# {f.metadata['doc']}"]
         default = f.metadata["default"]
-        value = mail_domain if default is None else default.format(mail_domain=mail_domain)
+        value = (
+            mail_domain
+            if default is None
+            else default.format(mail_domain=mail_domain, dkim_selector="opendkim")
+        )
         lines.append(f"{f.name} = {value}".rstrip())
     return "\n".join(lines) + "\n"
 

@@ -37,6 +37,35 @@ def parse_bool(text: str) -> bool:
         raise ValueError(f"expected one of {words}") from None
 
 
+def parse_optional_bool(text: str) -> bool | None:
+    """A switch whose empty value means "the default for this kind of relay" (None)."""
+    return parse_bool(text) if text.strip() else None
+
+
+def parse_resolver(text: str) -> tuple[str, int] | None:
+    """``IP`` or ``IP:PORT`` (``[IPv6]:PORT``) of a DNS resolver; empty means the system's."""
+    value = text.strip()
+    if not value:
+        return None
+    host, port = value, 53
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("expected IP, IP:PORT or [IPv6]:PORT")
+            port = parse_int(rest[1:])
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+        port = parse_int(port_text)
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ValueError("expected the IP address of a DNS resolver, e.g. 127.0.0.1:53") from None
+    if not 1 <= port <= 65535:
+        raise ValueError("a port is between 1 and 65535")
+    return host, port
+
+
 def parse_int(text: str) -> int:
     value = text.strip()
     if not (value.isascii() and value.isdigit()):

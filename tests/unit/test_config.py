@@ -44,6 +44,12 @@ EXPECTED_DEFAULTS = {
     "min_free_disk_space": 1024**3,
     "disable_ipv6": False,
     "tls_external_cert_and_key": None,
+    "dkim_selector": "opendkim",
+    "dkim_key_path": Path("/etc/dkimkeys/opendkim.private"),
+    "dkim_sign": None,
+    "dkim_verify": None,
+    "dkim_dns_resolver": None,
+    "dkim_dns_timeout": 5.0,
     "iroh_relay": f"https://iroh.{DOMAIN}",
     "imap_rawlog": False,
     "imap_compress": False,
@@ -416,3 +422,48 @@ def test_bad_boolean_error_lists_the_accepted_words():
         config.parse_bool("maybe")
     for word in configparser.ConfigParser.BOOLEAN_STATES:
         assert word in str(excinfo.value)
+
+
+def test_dkim_defaults_to_on_for_a_domain_relay_and_off_for_an_ip_relay():
+    domain = config.parse(MINIMAL)
+    assert (domain.signs_dkim, domain.verifies_dkim) == (True, True)
+    ip = config.parse("[params]\nmail_domain = 192.0.2.1\n")
+    assert (ip.signs_dkim, ip.verifies_dkim) == (False, False)
+    forced = config.parse("[params]\nmail_domain = 192.0.2.1\ndkim_sign = true\n")
+    assert forced.signs_dkim and not forced.verifies_dkim
+    off = config.parse(MINIMAL + "dkim_verify = false\n")
+    assert off.signs_dkim and not off.verifies_dkim
+
+
+def test_dkim_key_path_follows_the_selector():
+    cfg = config.parse(MINIMAL + "dkim_selector = chat2024\n")
+    assert cfg.dkim_key_path == Path("/etc/dkimkeys/chat2024.private")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1", ("127.0.0.1", 53)),
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("::1", ("::1", 53)),
+        ("[::1]:5300", ("::1", 5300)),
+    ],
+)
+def test_dkim_dns_resolver(text, expected):
+    assert config.parse(MINIMAL + f"dkim_dns_resolver = {text}\n").dkim_dns_resolver == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "name"),
+    [
+        ("dkim_dns_resolver = dns.example.org", "dkim_dns_resolver"),
+        ("dkim_dns_resolver = 127.0.0.1:0", "dkim_dns_resolver"),
+        ("dkim_selector = a.b", "dkim_selector"),
+        ("dkim_selector = -x", "dkim_selector"),
+        ("dkim_dns_timeout = 0", "dkim_dns_timeout"),
+        ("dkim_sign = maybe", "dkim_sign"),
+    ],
+)
+def test_bad_dkim_values_name_the_key(line, name):
+    with pytest.raises(config.ConfigError, match=name):
+        config.parse(MINIMAL + line + "\n")
