@@ -13,7 +13,7 @@ cd "$(dirname "$(readlink -f "$0")")"
 PREFIX=${CHATMAIL_PREFIX:-/usr/local/lib/chatmaild}
 VENV=$PREFIX/venv
 TEST_VENV=$PREFIX/venv-test
-PACKAGES="dovecot-core dovecot-imapd supervisor python3-venv"
+PACKAGES="postfix dovecot-core dovecot-imapd dovecot-lmtpd supervisor python3-venv openssl"
 TEST_PACKAGES="gnupg dnsmasq-base"  # GnuPG encrypts test mail; dnsmasq serves DKIM keys
 
 need_root() {
@@ -28,6 +28,8 @@ install_packages() {  # install_packages [EXTRA_PACKAGES]
     done
     [ -n "$missing" ] || return 0
     echo "relay.sh: installing Debian packages:$missing"
+    # Postfix's package would otherwise ask how to configure the system's mail (we run our own)
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
 }

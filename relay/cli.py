@@ -4,11 +4,14 @@ chatmail-relay init DOMAIN [PATH]        write a commented default chatmail.ini
 chatmail-relay up [--config ...]         render, start (or restart if changed), wait for IMAP
 chatmail-relay down | status             stop it / say what runs
 chatmail-relay render                    only render the configuration
+chatmail-relay dkim-key [--config ...]   make the DKIM key if there is none; print its DNS record
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import ipaddress
 import logging
 import secrets
 import string
@@ -18,12 +21,19 @@ from pathlib import Path
 from chatmaild import config as chatmail_config
 from chatmaild.logs import setup_logging
 
-from . import supervise
+from . import dclogin, ports, supervise, tls
 from .render import Layout, Ports, RenderError, RenderParams, render
 
 DEFAULT_CONFIG = Path("/usr/local/lib/chatmaild/chatmail.ini")
 DEFAULT_STATE_DIR = Path("/var/lib/chatmail-relay")
 DEFAULT_DOMAIN = "127.0.0.1"
+PORT_HELP = {
+    "imap": "IMAP with STARTTLS",
+    "imaps": "IMAP with implicit TLS",
+    "smtp": "SMTP from other relays, STARTTLS",
+    "submission": "SMTP submission with STARTTLS",
+    "submissions": "SMTP submission with implicit TLS",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,8 +72,20 @@ def _parser() -> argparse.ArgumentParser:
                 help="mail domain for a new chatmail.ini if there is none "
                 f"(default {DEFAULT_DOMAIN}: an IP-only relay)",
             )
-            cmd.add_argument("--listen", default="127.0.0.1", help="address Dovecot listens on")
-            cmd.add_argument("--imap-port", type=int, default=143)
+            cmd.add_argument(
+                "--listen",
+                default="127.0.0.1",
+                help="IP address Dovecot and Postfix listen on (default 127.0.0.1)",
+            )
+            for port_name, default in dataclasses.asdict(Ports()).items():
+                cmd.add_argument(
+                    f"--{port_name}-port",
+                    type=int,
+                    default=default,
+                    help=f"{PORT_HELP[port_name]} (default {default})",
+                )
+    dkim = sub.add_parser("dkim-key", help="make the DKIM key if missing, print its TXT record")
+    dkim.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     return parser
 
 
@@ -85,19 +107,30 @@ def _new_login(cfg: chatmail_config.Config) -> tuple[str, str]:
 
 def _print_login(cfg: chatmail_config.Config, params: RenderParams, layout: Layout) -> None:
     addr, password = _new_login(cfg)
-    host, port = params.listen, params.ports.imap
+    host = cfg.mail_domain if params.listen in ("0.0.0.0", "::") else params.listen
+    ports = params.ports
+    self_signed = cfg.tls_external_cert_and_key is None
+    url = dclogin.url(addr, password, host, ports.imaps, ports.submissions, self_signed)
+    where = "on loopback only" if ipaddress.ip_address(params.listen).is_loopback else ""
     print(f"""
-Relay for {cfg.addr_domain} is up: Dovecot IMAP with doveauth (accounts) and lastlogin.
-Not yet: SMTP/Postfix, mail filtering, push notifications, TLS, expiry.
+Relay for {cfg.addr_domain} is up {where}:
+  Postfix   SMTP {ports.smtp} (other relays, STARTTLS), submission {ports.submission} (STARTTLS) \
+and {ports.submissions} (TLS)
+  Dovecot   IMAP {ports.imap} (STARTTLS) and {ports.imaps} (TLS), LMTP
+  filtermail (outgoing and incoming: OpenPGP-encrypted mail only), doveauth, lastlogin
+  Not yet: push notifications, expiry.
 
-  IMAP server: {host} port {port} (plain IMAP, loopback only, no TLS yet)
-  address:     {addr}
-  password:    {password}
+A new account (created when it first logs in):
+  address:  {addr}
+  password: {password}
+  server:   {host}, IMAP {ports.imaps} (TLS), SMTP {ports.submissions} (TLS)\
+{", self-signed certificate" if self_signed else ""}
 
-That account does not exist yet: the first login creates it. For example:
-  python3 -c "import imaplib; c = imaplib.IMAP4('{host}', {port}); \\
-print(c.login('{addr}', '{password}'))"
-
+Scan this with Delta Chat ("Add account" > "Scan QR code"), or paste the line below it:
+""")
+    print(dclogin.terminal_qr(url))
+    print(url)
+    print(f"""
 Logs: {layout.log_dir}/   Accounts: {cfg.mailboxes_dir}/   Stop: ./relay.sh down""")
 
 
@@ -127,16 +160,43 @@ def _render(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     cfg = _load_or_init(args)
     layout, params = Layout(args.state_dir.absolute()), _params(args)
+    record = supervise.ensure_dkim_key(cfg)
+    if record is not None:
+        print(f"made the DKIM key {cfg.dkim_key_path}; publish this DNS record:\n{record}")
     supervise.up(cfg, layout, params)
     _print_login(cfg, params, layout)
     return 0
 
 
+def _dkim_key(args: argparse.Namespace) -> int:
+    from filtermail import dkim  # only this command needs it
+
+    cfg = chatmail_config.load(args.config)
+    path = cfg.dkim_key_path
+    if path.exists():
+        record = dkim.public_txt(path)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = dkim.generate_key(path, cfg.dkim_selector, cfg.mail_domain)
+        print(f"wrote {path}")
+    supervise.give_key_to_vmail(cfg)
+    print(f"Publish this DNS record for {cfg.mail_domain}:\n{record}")
+    return 0
+
+
 def _params(args: argparse.Namespace) -> RenderParams:
-    return RenderParams(ports=Ports(imap=args.imap_port), listen=args.listen)
+    chosen = {name: getattr(args, f"{name}_port") for name in dataclasses.asdict(Ports())}
+    return RenderParams(ports=Ports(**chosen), listen=args.listen)
 
 
-COMMANDS = {"init": _init, "up": _up, "down": _down, "status": _status, "render": _render}
+COMMANDS = {
+    "init": _init,
+    "up": _up,
+    "down": _down,
+    "status": _status,
+    "render": _render,
+    "dkim-key": _dkim_key,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("chatmail-relay", logging.WARNING)
     try:
         return COMMANDS[args.command](args)
-    except (chatmail_config.ConfigError, supervise.RelayError, RenderError) as exc:
+    except (
+        chatmail_config.ConfigError,
+        supervise.RelayError,
+        RenderError,
+        ports.PortInUse,
+        tls.CertificateError,
+    ) as exc:
         print(f"chatmail-relay: {exc}", file=sys.stderr)
     except FileExistsError as exc:
         print(f"chatmail-relay: {exc.filename} exists: not overwriting it", file=sys.stderr)

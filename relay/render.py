@@ -7,8 +7,10 @@ where the daemons' executables are) is a parameter; everything else comes from c
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
+import ipaddress
 import os
 import pwd
 import sys
@@ -25,12 +27,21 @@ from .values import RenderError, TemplateValues
 __all__ = ["Layout", "Ports", "RenderError", "RenderParams", "code_digest", "render"]
 
 TEMPLATES = Path(__file__).parent / "templates"
-DAEMON_PACKAGES = ("chatmaild", "doveauth")
+DAEMON_PACKAGES = ("chatmaild", "doveauth", "filtermail")
 
 
 @dataclass(frozen=True)
 class Ports:
-    imap: int = 143
+    """The public ports; the loopback ones (filters, reinjection) are chatmail.ini's."""
+
+    imap: int = 143  # STARTTLS
+    imaps: int = 993  # implicit TLS
+    smtp: int = 25  # other relays, STARTTLS
+    submission: int = 587  # clients, STARTTLS
+    submissions: int = 465  # clients, implicit TLS
+
+    def public(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,38 @@ class Layout:
     @property
     def dovecot_state_dir(self) -> Path:
         return self.dovecot_dir / "state"
+
+    @property
+    def lmtp_socket(self) -> Path:
+        """Dovecot's LMTP, where Postfix delivers local mail (owned by postfix)."""
+        return self.dovecot_base_dir / "postfix-lmtp"
+
+    @property
+    def sasl_socket(self) -> Path:
+        """Dovecot's auth service, which checks Postfix's SMTP AUTH logins."""
+        return self.dovecot_base_dir / "postfix-auth"
+
+    @property
+    def postfix_dir(self) -> Path:
+        """Postfix's private instance: main.cf, master.cf (``postfix -c``)."""
+        return self.state_dir / "postfix"
+
+    @property
+    def postfix_queue(self) -> Path:
+        return self.state_dir / "postfix-queue"
+
+    @property
+    def postfix_data(self) -> Path:
+        return self.state_dir / "postfix-data"
+
+    @property
+    def postfix_run(self) -> Path:
+        return self.postfix_dir / "run-master"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The self-signed certificate of a relay without its own (made once, kept)."""
+        return self.state_dir / "tls"
 
     @property
     def socket_dir(self) -> Path:
@@ -106,6 +149,7 @@ class RenderParams:
     listen: str = "127.0.0.1"
     bin_dir: Path = field(default_factory=lambda: Path(sys.executable).parent)
     dovecot_bin: str = "/usr/sbin/dovecot"
+    postfix_master: str = "/usr/lib/postfix/sbin/master"
     vmail_uid: int | None = None  # looked up from chatmail.ini's vmail_user when None
 
 
@@ -143,8 +187,32 @@ def template_values(config: Config, layout: Layout, params: RenderParams) -> Tem
     # the daemons read chatmail.ini and their code when they start: changes must show
     path = config.path
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+    if config.tls_external_cert_and_key is None:
+        cert, key = layout.tls_dir / "cert.pem", layout.tls_dir / "key.pem"
+    else:
+        cert, key = config.tls_external_cert_and_key
+    try:
+        loopback = ipaddress.ip_address(params.listen).is_loopback
+    except ValueError:  # TemplateValues says what is wrong with it
+        loopback = False
     return TemplateValues(
         mail_domain=config.mail_domain,
+        addr_domain=config.addr_domain,
+        hostname="localhost" if config.is_ip_relay else config.mail_domain,
+        loopback_only=loopback,
+        tls_cert=cert,
+        tls_key=key,
+        smtp_port=params.ports.smtp,
+        submission_port=params.ports.submission,
+        submissions_port=params.ports.submissions,
+        imaps_port=params.ports.imaps,
+        filtermail_port=config.filtermail_smtp_port,
+        filtermail_port_incoming=config.filtermail_smtp_port_incoming,
+        reinject_port=config.postfix_reinject_port,
+        reinject_port_incoming=config.postfix_reinject_port_incoming,
+        max_message_size=config.max_message_size,
+        max_smtp_connections=config.max_smtp_connections,
+        postfix_master=Path(params.postfix_master),
         config_path=path,
         vmail_user=config.vmail_user,
         vmail_uid=vmail_uid,
@@ -174,13 +242,18 @@ def render(config: Config, layout: Layout, params: RenderParams | None = None) -
         layout.auth_dict_conf: ("auth-dict.conf.ext.j2", {"creating": False}),
         layout.auth_create_conf: ("auth-dict.conf.ext.j2", {"creating": True}),
         layout.supervisord_conf: ("supervisord.conf.j2", {}),
+        layout.postfix_dir / "main.cf": ("main.cf.j2", {}),
+        layout.postfix_dir / "master.cf": ("master.cf.j2", {}),
+        layout.postfix_dir / "sender_login_maps": ("sender_login_maps.j2", {}),
+        layout.postfix_run: ("run-master.j2", {}),
     }
     changed = []
     for path, (template, extra) in outputs.items():
         text = env.get_template(template).render({**context, **extra})
         path.parent.mkdir(parents=True, exist_ok=True)
+        mode = 0o755 if path == layout.postfix_run else 0o644
         if not path.exists() or path.read_text() != text:
-            atomic_write(path, text.encode(), mode=0o644)
+            atomic_write(path, text.encode(), mode=mode)
             changed.append(path)
     os.chmod(layout.state_dir, 0o755)
     return changed

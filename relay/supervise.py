@@ -20,6 +20,7 @@ import os
 import pwd
 import shutil
 import signal
+import smtplib
 import subprocess
 import time
 import xml.parsers.expat
@@ -31,6 +32,7 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 from chatmaild.config import Config
 from chatmaild.mailbox import atomic_write
 
+from . import ports, tls
 from .render import Layout, RenderParams, render
 
 SUPERVISORD = "supervisord"
@@ -52,9 +54,23 @@ def prepare(config: Config, layout: Layout, params: RenderParams) -> set[Path]:
         vmail = pwd.getpwnam(config.vmail_user)
     except KeyError:
         raise RelayError(f"unix user {config.vmail_user!r} does not exist (vmail_user)") from None
-    for directory in (layout.state_dir, layout.log_dir, layout.dovecot_dir):
+    for directory in (
+        layout.state_dir,
+        layout.log_dir,
+        layout.dovecot_dir,
+        layout.postfix_dir,
+        layout.postfix_queue,
+    ):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o755)
+    try:
+        postfix = pwd.getpwnam("postfix")
+    except KeyError:
+        raise RelayError("unix user 'postfix' does not exist: install Debian's postfix") from None
+    layout.postfix_data.mkdir(exist_ok=True)
+    os.chown(layout.postfix_data, postfix.pw_uid, postfix.pw_gid)
+    layout.postfix_data.chmod(0o700)
+    tls.ensure_certificate(config, layout, params.listen)
     layout.socket_dir.mkdir(exist_ok=True)
     os.chown(layout.socket_dir, vmail.pw_uid, vmail.pw_gid)
     layout.socket_dir.chmod(0o755)
@@ -62,6 +78,36 @@ def prepare(config: Config, layout: Layout, params: RenderParams) -> set[Path]:
         config.mailboxes_dir.mkdir(parents=True, mode=0o700)
         os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
     return set(render(config, layout, dataclasses.replace(params, vmail_uid=vmail.pw_uid)))
+
+
+def give_key_to_vmail(config: Config) -> None:
+    """filtermail signs as the vmail user: the DKIM key is root's, readable by vmail's group."""
+    path = config.dkim_key_path
+    try:
+        vmail = pwd.getpwnam(config.vmail_user)
+        os.chown(path, 0, vmail.pw_gid)
+        path.chmod(0o640)
+    except KeyError:
+        raise RelayError(f"unix user {config.vmail_user!r} does not exist (vmail_user)") from None
+    except OSError as exc:
+        raise RelayError(
+            f"cannot give {path} (dkim_key_path) to {config.vmail_user}: {exc}"
+        ) from None
+
+
+def ensure_dkim_key(config: Config) -> str | None:
+    """Make the DKIM key of a signing relay if it has none; return the DNS record to publish."""
+    if not config.signs_dkim:
+        return None
+    from filtermail import dkim  # only signing relays need it
+
+    path = config.dkim_key_path
+    record = None
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = dkim.generate_key(path, config.dkim_selector, config.mail_domain)
+    give_key_to_vmail(config)
+    return record
 
 
 def rpc(layout: Layout) -> xmlrpc.client.ServerProxy:
@@ -107,8 +153,11 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
     """
     if shutil.which(SUPERVISORD) is None:
         raise RelayError("supervisord not found: install Debian's supervisor package")
+    running = supervisord_pid(layout) is not None
+    if not running:
+        ports.check_free(ports.relay_ports(config, params))
     prepare(config, layout, params)
-    if supervisord_pid(layout) is None:
+    if not running:
         result = subprocess.run(
             [SUPERVISORD, "-c", str(layout.supervisord_conf)],
             capture_output=True,
@@ -188,7 +237,12 @@ def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         sockets = layout.doveauth_socket.exists() and layout.lastlogin_socket.exists()
-        if sockets and _imap_greets(params.listen, params.ports.imap) and _all_running(layout):
+        if (
+            sockets
+            and _imap_greets(params.listen, params.ports.imap)
+            and _smtp_greets(params.listen, params.ports.submission)
+            and _all_running(layout)
+        ):
             return
         if time.monotonic() > deadline:
             raise RelayError(
@@ -216,6 +270,14 @@ def _imap_greets(host: str, port: int) -> bool:
         with imaplib.IMAP4(host, port, timeout=2):  # leaving logs out cleanly
             return True
     except (OSError, imaplib.IMAP4.error):
+        return False
+
+
+def _smtp_greets(host: str, port: int) -> bool:
+    try:
+        with smtplib.SMTP(host, port, timeout=2) as smtp:
+            return smtp.noop()[0] == 250
+    except (OSError, smtplib.SMTPException):
         return False
 
 

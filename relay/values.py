@@ -48,6 +48,16 @@ def _domain(value: object) -> str | None:
     return "not a domain name or IPv4 address"
 
 
+def _addr_domain(value: object) -> str | None:
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        return _address(value[1:-1])
+    return _domain(value)
+
+
+def _flag(value: object) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
 def _address(value: object) -> str | None:
     # written as Python writes it back: no IPv6 scope (%...), which may hold anything
     try:
@@ -94,6 +104,37 @@ class TemplateValues:
     mailboxes_dir: Path = dataclasses.field(metadata=_check(_path, "mailboxes_dir"))
     config_digest: str = dataclasses.field(metadata=_check(_digest, "chatmail.ini digest"))
     code_digest: str = dataclasses.field(metadata=_check(_digest, "code digest"))
+    addr_domain: str = dataclasses.field(metadata=_check(_addr_domain, "mail_domain"))
+    hostname: str = dataclasses.field(metadata=_check(_domain, "host name"))
+    loopback_only: bool = dataclasses.field(metadata=_check(_flag, "loopback flag"))
+    tls_cert: Path = dataclasses.field(metadata=_check(_path, "TLS certificate"))
+    tls_key: Path = dataclasses.field(metadata=_check(_path, "TLS key"))
+    smtp_port: int = dataclasses.field(metadata=_check(_count(1, 65535), "SMTP port"))
+    submission_port: int = dataclasses.field(metadata=_check(_count(1, 65535), "submission port"))
+    submissions_port: int = dataclasses.field(metadata=_check(_count(1, 65535), "submissions port"))
+    imaps_port: int = dataclasses.field(metadata=_check(_count(1, 65535), "IMAPS port"))
+    filtermail_port: int = dataclasses.field(
+        metadata=_check(_count(1, 65535), "filtermail_smtp_port")
+    )
+    filtermail_port_incoming: int = dataclasses.field(
+        metadata=_check(_count(1, 65535), "filtermail_smtp_port_incoming")
+    )
+    reinject_port: int = dataclasses.field(
+        metadata=_check(_count(1, 65535), "postfix_reinject_port")
+    )
+    reinject_port_incoming: int = dataclasses.field(
+        metadata=_check(_count(1, 65535), "postfix_reinject_port_incoming")
+    )
+    max_message_size: int = dataclasses.field(metadata=_check(_count(1, 2**40), "max_message_size"))
+    max_smtp_connections: int = dataclasses.field(
+        metadata=_check(_count(1, 1_000_000), "max_smtp_connections")
+    )
+    postfix_master: Path = dataclasses.field(metadata=_check(_path, "postfix master binary"))
+
+    @property
+    def listen_host(self) -> str:
+        """The listen address as Postfix's master.cf writes it before ``:port``."""
+        return f"[{self.listen}]" if ":" in self.listen else self.listen
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -62,18 +62,23 @@ def test_first_render_writes_all_files(cfg, layout):
         layout.auth_dict_conf,
         layout.auth_create_conf,
         layout.supervisord_conf,
+        layout.postfix_dir / "main.cf",
+        layout.postfix_dir / "master.cf",
+        layout.postfix_dir / "sender_login_maps",
+        layout.postfix_run,
     ]
     assert sorted(changed) == sorted(expected)
     for path in expected:
         assert path.is_file()
-        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        mode = 0o755 if path == layout.postfix_run else 0o644
+        assert stat.S_IMODE(path.stat().st_mode) == mode
     assert stat.S_IMODE(layout.state_dir.stat().st_mode) == 0o755
 
 
 def test_dovecot_conf_has_port_uid_and_paths(cfg, layout):
     render(cfg, layout, PARAMS)
     text = layout.dovecot_conf.read_text()
-    assert setting(text, "port") == ["12345", "0"]  # imap, and imaps disabled
+    assert setting(text, "port") == ["12345", "993"]  # imap, imaps
     assert setting(text, "first_valid_uid") == ["1234"]
     assert setting(text, "last_valid_uid") == ["1234"]
     # passdb of existing accounts, passdb that creates, userdb
@@ -300,3 +305,126 @@ def test_max_imap_connections_sets_dovecots_process_and_client_limits(tmp_path, 
     assert setting(text, "process_limit") == ["321"]  # service imap
     assert setting(text, "client_limit") == ["321"]  # service imap-login
     assert int(setting(text, "default_client_limit")[0]) > 321
+
+
+# -- Postfix ----------------------------------------------------------------------------------
+
+
+def postfix_services(layout: Layout) -> dict[str, list[str]]:
+    """master.cf: each service line's first field -> its fields and its ``-o`` options."""
+    services: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in (layout.postfix_dir / "master.cf").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line[0].isspace():
+            current.extend(line.split())
+        else:
+            current = line.split()
+            services[current[0]] = current
+    return services
+
+
+def main_cf(layout: Layout) -> dict[str, str]:
+    values = {}
+    for line in (layout.postfix_dir / "main.cf").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition(" = ")
+            values[name] = value
+    return values
+
+
+ALL_PORTS = Ports(imap=1143, imaps=1993, smtp=1025, submission=1587, submissions=1465)
+
+
+def test_postfix_listens_on_the_chosen_ports_with_filters_before_the_queue(cfg, layout):
+    render(cfg, layout, dataclasses.replace(PARAMS, ports=ALL_PORTS))
+    services = postfix_services(layout)
+    smtp, submission, submissions = (services[f"127.0.0.1:{port}"] for port in (1025, 1587, 1465))
+    assert f"smtpd_proxy_filter=127.0.0.1:{cfg.filtermail_smtp_port_incoming}" in smtp
+    assert "smtpd_tls_security_level=encrypt" in smtp
+    assert "smtpd_sasl_auth_enable=yes" not in smtp
+    for service in (submission, submissions):
+        assert f"smtpd_proxy_filter=127.0.0.1:{cfg.filtermail_smtp_port}" in service
+        assert "smtpd_sasl_auth_enable=yes" in service
+        assert "smtpd_sender_restrictions=reject_sender_login_mismatch" in service
+        assert service[6] == str(cfg.max_smtp_connections)  # maxproc: the connection limit
+    assert "smtpd_tls_wrappermode=yes" in submissions
+    assert "smtpd_tls_wrappermode=no" in submission
+    for port in (cfg.postfix_reinject_port, cfg.postfix_reinject_port_incoming):
+        reinject = services[f"127.0.0.1:{port}"]
+        assert not any(o.startswith("smtpd_proxy_filter") for o in reinject)
+        assert "smtpd_client_restrictions=permit_mynetworks,reject" in reinject
+    # every service runs without a chroot: this private instance has none
+    assert {fields[4] for fields in services.values()} == {"n"}
+
+
+def test_postfix_delivers_locally_over_lmtp_and_limits_sizes(cfg, layout):
+    render(cfg, layout, PARAMS)
+    main = main_cf(layout)
+    assert main["mydestination"] == "chat.example.org"
+    assert main["local_transport"] == f"lmtp:unix:{layout.lmtp_socket}"
+    assert main["message_size_limit"] == str(cfg.max_message_size)
+    assert main["smtpd_sasl_path"] == str(layout.sasl_socket)
+    assert main["queue_directory"] == str(layout.postfix_queue)
+    assert main["maillog_file"] == "/dev/stdout"
+    dovecot = layout.dovecot_conf.read_text()
+    assert f"unix_listener {layout.lmtp_socket.name} {{" in dovecot
+    assert f"unix_listener {layout.sasl_socket.name} {{" in dovecot
+
+
+def test_an_ip_relay_delivers_to_its_address_literal(tmp_path, layout):
+    cfg = config.load(config.write_default("192.0.2.1", tmp_path / "ip.ini"))
+    render(cfg, layout, PARAMS)
+    main = main_cf(layout)
+    assert main["mydestination"] == "[192.0.2.1]"
+    assert main["myhostname"] == "localhost"
+
+
+def test_a_loopback_relay_sends_nothing_off_the_machine(cfg, layout):
+    render(cfg, layout, PARAMS)
+    main = main_cf(layout)
+    assert main["default_transport"].startswith("error:")
+    assert main["relay_transport"].startswith("error:")
+    render(cfg, layout, dataclasses.replace(PARAMS, listen="192.0.2.7"))
+    main = main_cf(layout)
+    assert "default_transport" not in main
+    assert main["smtp_tls_security_level"] == "encrypt"
+    assert "192.0.2.7:25" in postfix_services(layout)
+
+
+def test_tls_uses_the_operators_certificate_when_chatmail_ini_names_one(tmp_path, layout):
+    ini = config.write_default("chat.example.org", tmp_path / "c.ini")
+    text = ini.read_text().replace(
+        "tls_external_cert_and_key =", "tls_external_cert_and_key = /etc/x/cert.pem /etc/x/key.pem"
+    )
+    ini.write_text(text)
+    render(config.load(ini), layout, PARAMS)
+    assert main_cf(layout)["smtpd_tls_chain_files"] == "/etc/x/key.pem, /etc/x/cert.pem"
+    dovecot = layout.dovecot_conf.read_text()
+    assert setting(dovecot, "ssl_cert") == ["</etc/x/cert.pem"]
+    assert setting(dovecot, "ssl_key") == ["</etc/x/key.pem"]
+
+
+def test_postfix_logs_pass_a_filter_that_drops_ip_addresses(cfg, layout, tmp_path):
+    import subprocess
+
+    render(cfg, layout, PARAMS)
+    script = layout.postfix_run.read_text()
+    sed = re.search(r"sed -u -E (.*?)\) 2>&1", script, flags=re.DOTALL).group(1)
+    args = shlex.split(sed.replace("\\\n", " "))
+    lines = [
+        "postfix/smtpd[1]: connect from unknown[203.0.113.9]",
+        "postfix/smtpd[1]: client=host.example[2001:db8::1], sasl_username=a@[192.0.2.1]",
+        "postfix/lmtp[2]: to=<b@[192.0.2.1]>, relay=x[127.0.0.1]:24, status=sent",
+        "postfix/master[3]: daemon started -- version 3.7.11",
+    ]
+    out = subprocess.run(
+        ["sed", "-u", "-E", *args], input="\n".join(lines), capture_output=True, text=True
+    ).stdout.splitlines()
+    assert out == [
+        "postfix/smtpd[1]: connect from unknown[IP]",
+        "postfix/smtpd[1]: client=host.example[IP], sasl_username=a@[192.0.2.1]",
+        "postfix/lmtp[2]: to=<b@[192.0.2.1]>, relay=x[IP]:24, status=sent",
+        "postfix/master[3]: daemon started -- version 3.7.11",
+    ]
