@@ -147,8 +147,9 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
 
     On a running relay only what changed restarts: a daemon whose program section changed (it
     carries digests of chatmail.ini and of the installed code) is restarted, with its sockets
-    handed to its successor (chatmaild.handoff); Dovecot re-reads its configuration on SIGHUP
-    only if that changed since it was last applied (a reload drops logins in progress), and a
+    handed to its successor (chatmaild.handoff); Dovecot (SIGHUP) and Postfix (postfix reload)
+    re-read their configuration only if it changed since they last read it (a Dovecot reload
+    drops logins in progress); a port in use is reported before anything starts; and a
     program someone stopped is started again. True if supervisord was started.
     """
     if shutil.which(SUPERVISORD) is None:
@@ -169,17 +170,13 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
             raise RelayError(
                 f"supervisord did not start: {(result.stderr or result.stdout).strip()}"
             )
-        _mark_dovecot_applied(layout)
+        for name in RELOADABLE:
+            _mark_applied(layout, name)
         wait_ready(layout, params, timeout)
         return True
     server = rpc(layout)
     try:
-        if _dovecot_digest(layout) != _applied_digest(layout):
-            # a Dovecot that does not run now reads the new files when it is started below
-            state = server.supervisor.getProcessInfo("dovecot")["statename"]
-            if state in ("RUNNING", "STARTING"):
-                server.supervisor.signalProcess("dovecot", "HUP")
-            _mark_dovecot_applied(layout)
+        _reload_changed(server, layout)
         _update(server)
         server.supervisor.startAllProcesses(True)  # those already running are left alone
     except RPC_ERRORS as exc:
@@ -214,22 +211,63 @@ def _stopped(server: xmlrpc.client.ServerProxy, name: str) -> bool:
     return not failed
 
 
-def _dovecot_digest(layout: Layout) -> str:
+# Dovecot and Postfix re-read their configuration without a restart (SIGHUP, postfix reload):
+# each has its directory of rendered files and a record of the digest it last read.
+RELOADABLE = ("dovecot", "postfix")
+
+
+def _config_dir(layout: Layout, name: str) -> Path:
+    return layout.dovecot_dir if name == "dovecot" else layout.postfix_dir
+
+
+def _applied_path(layout: Layout, name: str) -> Path:
+    return layout.dovecot_applied if name == "dovecot" else layout.postfix_dir / "applied.sha256"
+
+
+def _config_digest(layout: Layout, name: str) -> str:
     digest = hashlib.sha256()
-    for path in sorted(layout.dovecot_dir.glob("*.conf*")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(_config_dir(layout, name).iterdir()):
+        if path.is_file() and path.suffix != ".sha256":
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
-def _applied_digest(layout: Layout) -> str:
+def _applied_digest(layout: Layout, name: str) -> str:
     try:
-        return layout.dovecot_applied.read_text().strip()
+        return _applied_path(layout, name).read_text().strip()
     except FileNotFoundError:
         return ""
 
 
-def _mark_dovecot_applied(layout: Layout) -> None:
-    atomic_write(layout.dovecot_applied, _dovecot_digest(layout).encode(), mode=0o644)
+def _mark_applied(layout: Layout, name: str) -> None:
+    atomic_write(_applied_path(layout, name), _config_digest(layout, name).encode(), mode=0o644)
+
+
+def _reload_changed(server: xmlrpc.client.ServerProxy, layout: Layout) -> None:
+    """Make a running Dovecot or Postfix re-read configuration that changed since it read it."""
+    for name in RELOADABLE:
+        if _config_digest(layout, name) == _applied_digest(layout, name):
+            continue
+        # one that does not run now reads the new files when it is started
+        state = server.supervisor.getProcessInfo(name)["statename"]
+        if state in ("RUNNING", "STARTING"):
+            if name == "dovecot":
+                server.supervisor.signalProcess(name, "HUP")
+            else:
+                _postfix_reload(layout)
+        _mark_applied(layout, name)
+
+
+def _postfix_reload(layout: Layout) -> None:
+    result = subprocess.run(
+        ["postfix", "-c", str(layout.postfix_dir), "reload"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RelayError(f"postfix reload failed: {(result.stderr or result.stdout).strip()}")
 
 
 def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:

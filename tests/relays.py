@@ -6,6 +6,7 @@ Started through ``relay.supervise.up`` from the ``relay.render`` rendering, exac
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 import subprocess
@@ -33,6 +34,10 @@ class Relay:
     @property
     def imap_port(self) -> int:
         return self.params.ports.imap
+
+    @property
+    def ports(self) -> Ports:
+        return self.params.ports
 
     def doveadm(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -76,17 +81,29 @@ def bin_dir() -> Path:
 
 def start_relay(extra_ini: str = "") -> Relay:
     require_root()
-    for binary in ("dovecot", "doveadm", "doveconf", "supervisord", "supervisorctl"):
+    for binary in ("dovecot", "doveadm", "doveconf", "supervisord", "supervisorctl", "postfix"):
         require_binary(binary)
     tmp = Path(tempfile.mkdtemp(prefix="chatmail-test-"))
     tmp.chmod(0o755)  # the daemons run as vmail and must traverse it
-    ini = write_ini(tmp, extra_ini)
+    loopback_ports = "".join(
+        f"{name} = {free_port()}\n"
+        for name in (
+            "filtermail_smtp_port",
+            "filtermail_smtp_port_incoming",
+            "postfix_reinject_port",
+            "postfix_reinject_port_incoming",
+        )
+    )
+    dkim_key = f"dkim_key_path = {tmp / 'dkim' / 'opendkim.private'}\n"
+    ini = write_ini(tmp, loopback_ports + dkim_key + extra_ini)
     ini.chmod(0o644)
     cfg = config.load(ini)
     layout = Layout(tmp / "state")
-    params = RenderParams(ports=Ports(imap=free_port()), bin_dir=bin_dir())
+    ports = Ports(**{name: free_port() for name in dataclasses.asdict(Ports())})
+    params = RenderParams(ports=ports, bin_dir=bin_dir())
     relay = Relay(cfg, layout, params, tmp)
     try:
+        supervise.ensure_dkim_key(cfg)
         supervise.up(cfg, layout, params, timeout=60)
     except BaseException:
         stop_relay(relay)

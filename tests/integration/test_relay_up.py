@@ -19,6 +19,15 @@ import pytest
 from helpers_env import free_port, require_binary, require_root
 from relays import bin_dir
 
+PROGRAMS = {
+    "doveauth",
+    "lastlogin",
+    "dovecot",
+    "postfix",
+    "filtermail-outgoing",
+    "filtermail-incoming",
+}
+
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -52,15 +61,17 @@ def test_up_login_status_down(setup):
         .replace("min_available_memory = 200M", "min_available_memory = 1M")
         .replace("max_load_1m = 5", "max_load_1m = 1000")
     )
-    port = free_port()
-    args = ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(port))
+    ini.write_text(ini.read_text() + loopback_ports_ini(tmp))
+    port_args = free_port_args()
+    port = int(port_args[1])
+    args = ("--config", str(ini), "--state-dir", str(state), *port_args)
 
     up = run("up", *args)
     assert up.returncode == 0, up.stderr
     addr = re.search(r"address:\s+(\S+)", up.stdout).group(1)
     password = re.search(r"password:\s+(\S+)", up.stdout).group(1)
     assert re.fullmatch(r"[a-z0-9]{9}@\[127\.0\.0\.1\]", addr)
-    assert f"127.0.0.1 port {port}" in up.stdout
+    assert f"IMAP {port} (STARTTLS)" in up.stdout
 
     conn = imaplib.IMAP4("127.0.0.1", port, timeout=30)
     assert conn.login(addr, password)[0] == "OK"
@@ -73,7 +84,7 @@ def test_up_login_status_down(setup):
     assert (state / "supervisord.pid").read_text() == pid
 
     status = run("status", "--state-dir", str(state)).stdout
-    for program in ("doveauth", "lastlogin", "dovecot"):
+    for program in PROGRAMS:
         assert re.search(rf"{program}\s+RUNNING", status), status
 
     down = run("down", "--state-dir", str(state))
@@ -105,21 +116,39 @@ def test_up_again_starts_what_was_stopped_and_ignores_a_stale_pidfile(setup):
     assert run("up", *args).returncode == 0
     stop_program(state, "lastlogin")
     assert run("up", *args).returncode == 0
-    assert set(pids(state)) == {"doveauth", "lastlogin", "dovecot"}
+    assert set(pids(state)) == PROGRAMS
 
     assert run("down", "--state-dir", str(state)).returncode == 0
     (state / "supervisord.pid").write_text("1\n")  # after a reboot: someone else's pid
     assert "not running" in run("status", "--state-dir", str(state)).stdout
     assert run("up", *args).returncode == 0
-    assert set(pids(state)) == {"doveauth", "lastlogin", "dovecot"}
+    assert set(pids(state)) == PROGRAMS
+
+
+def free_port_args() -> tuple[str, ...]:
+    """--imap-port N first, then the other public ports: all free."""
+    names = ("imap", "imaps", "smtp", "submission", "submissions")
+    return tuple(arg for name in names for arg in (f"--{name}-port", str(free_port())))
+
+
+def loopback_ports_ini(tmp: Path) -> str:
+    """chatmail.ini lines: free loopback ports for the filters, and a DKIM key in ``tmp``."""
+    names = (
+        "filtermail_smtp_port",
+        "filtermail_smtp_port_incoming",
+        "postfix_reinject_port",
+        "postfix_reinject_port_incoming",
+    )
+    lines = [f"{name} = {free_port()}" for name in names]
+    return "\n".join([*lines, f"dkim_key_path = {tmp}/dkim/opendkim.private", ""])
 
 
 def simple_relay_args(tmp: Path, ini: Path, state: Path) -> tuple[str, ...]:
     ini.write_text(
         f"[params]\nmail_domain = example.org\nmailboxes_dir = {tmp}/mail\n"
-        f"nocreate_file = {tmp}/nocreate\n"
+        f"nocreate_file = {tmp}/nocreate\n" + loopback_ports_ini(tmp)
     )
-    return ("--config", str(ini), "--state-dir", str(state), "--imap-port", str(free_port()))
+    return ("--config", str(ini), "--state-dir", str(state), *free_port_args())
 
 
 def stop_program(state: Path, name: str) -> None:
@@ -130,7 +159,7 @@ def stop_program(state: Path, name: str) -> None:
 
 def pids(state: Path) -> dict[str, str]:
     status = run("status", "--state-dir", str(state)).stdout
-    return dict(re.findall(r"^(\w+)\s+RUNNING\s+pid (\d+)", status, flags=re.MULTILINE))
+    return dict(re.findall(r"^([\w-]+)\s+RUNNING\s+pid (\d+)", status, flags=re.MULTILINE))
 
 
 def test_bad_chatmail_ini_is_reported_not_started(setup):
@@ -148,11 +177,11 @@ def test_up_applies_a_configuration_rendered_before(setup):
     assert run("up", *args).returncode == 0
     dovecot = pids(state)["dovecot"]
     new_port = str(free_port())
-    moved = (*args[:-1], new_port)
+    moved = (*args[:5], new_port, *args[6:])  # another --imap-port
     assert run("render", *moved).returncode == 0  # rendered, not yet applied
     result = run("up", *moved)
     assert result.returncode == 0, result.stderr
-    assert f"port {new_port}" in result.stdout
+    assert f"IMAP {new_port} (STARTTLS)" in result.stdout
     assert pids(state)["dovecot"] == dovecot  # reloaded, not restarted
 
 
@@ -165,7 +194,7 @@ def test_up_starts_a_stopped_dovecot_whose_configuration_changed(setup):
     ini.write_text(ini.read_text() + "max_imap_connections = 500\n")
     result = run("up", *args)
     assert result.returncode == 0, result.stderr
-    assert set(pids(state)) == {"doveauth", "lastlogin", "dovecot"}
+    assert set(pids(state)) == PROGRAMS
     assert "process_limit = 500" in (state / "dovecot" / "dovecot.conf").read_text()
 
 

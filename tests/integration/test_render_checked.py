@@ -66,3 +66,34 @@ def test_doveconf_check_is_not_vacuous(tmp_path):
     result = _doveconf(doveconf, broken)
     assert result.returncode != 0
     assert "no_such_dovecot_setting" in result.stderr
+
+
+@pytest.mark.parametrize("domain", ["chat.example.org", "127.0.0.1"])
+def test_postconf_knows_every_rendered_postfix_setting(tmp_path, domain):
+    postconf = require_binary("postconf")
+    layout = _render(tmp_path, domain)
+    for args in (["-n"], ["-M"]):  # main.cf, then master.cf
+        result = subprocess.run(
+            [postconf, "-c", str(layout.postfix_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "warning" not in result.stderr, result.stderr  # e.g. an unknown parameter
+    assert f"mydestination = {'[127.0.0.1]' if domain == '127.0.0.1' else domain}" in (
+        subprocess.run(
+            [postconf, "-c", str(layout.postfix_dir), "-n"], capture_output=True, text=True
+        ).stdout
+    )
+
+
+def test_postconf_check_is_not_vacuous(tmp_path):
+    postconf = require_binary("postconf")
+    layout = _render(tmp_path, "chat.example.org")
+    main = layout.postfix_dir / "main.cf"
+    main.write_text(main.read_text() + "no_such_postfix_setting = 1\n")
+    result = subprocess.run(
+        [postconf, "-c", str(layout.postfix_dir), "-n"], capture_output=True, text=True
+    )
+    assert "no_such_postfix_setting" in result.stderr
