@@ -13,7 +13,7 @@ cd "$(dirname "$(readlink -f "$0")")"
 PREFIX=${CHATMAIL_PREFIX:-/usr/local/lib/chatmaild}
 VENV=$PREFIX/venv
 TEST_VENV=$PREFIX/venv-test
-PACKAGES="dovecot-core dovecot-imapd supervisor python3-venv"
+PACKAGES="dovecot-core dovecot-imapd supervisor python3-venv libgcrypt20"  # libgcrypt: armor CRC-24
 TEST_PACKAGES="gnupg dnsmasq-base"  # GnuPG encrypts test mail; dnsmasq serves DKIM keys
 
 need_root() {
