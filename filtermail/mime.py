@@ -119,13 +119,16 @@ def check_encrypted(msg: Message, *, outgoing: bool) -> None:
     check_armored_message(_payload_text(data), allow_headers=not outgoing)
 
 
-def check_encrypted_bytes(data: bytes, *, outgoing: bool) -> None:
-    """``check_encrypted(parse(data), outgoing=outgoing)``, without parsing a large body."""
+def check_encrypted_bytes(data: bytes, *, outgoing: bool, headers: Message | None = None) -> None:
+    """``check_encrypted(parse(data), outgoing=outgoing)``, without parsing a large body.
+
+    ``headers`` is ``head(data)``, if the caller has it already.
+    """
     split = split_head(data)
     if split is None:
         check_encrypted(parse(data), outgoing=outgoing)
         return
-    msg = _HEADER_PARSER.parsebytes(split[0])
+    msg = _HEADER_PARSER.parsebytes(split[0]) if headers is None else headers
     if msg.get_content_type() != "multipart/encrypted":
         raise NotEncrypted(f"{msg.get_content_type()} is not multipart/encrypted")
     parts = _two_plain_parts(msg, split[1])
