@@ -77,13 +77,16 @@ class Sink:
             self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True
         )
         self.controller.start()
+        self.running = True
 
     @property
     def arrived(self) -> list[Arrived]:
         return self.handler.arrived
 
     def stop(self) -> None:
-        self.controller.stop(no_assert=True)  # stopping twice is harmless
+        if self.running:  # stopping twice is harmless
+            self.controller.stop()
+            self.running = False
 
 
 @dataclass
