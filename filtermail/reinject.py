@@ -22,7 +22,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
-WRITE_SIZE = 256 * 1024
+WRITE_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ replaced here, for what a before-queue filter needs and aiosmtpd does not do:
   reverse-path ``<>`` of bounces (aiosmtpd refuses it with 501). Paths are parsed by
   ``filtermail.wire``, which knows IP literals; the handler's ``handle_MAIL`` / ``handle_RCPT``
   hooks decide, as with aiosmtpd.
-* DATA is read in pieces of up to ``line_length_limit`` (64 KiB, the documented way to raise
+* DATA is read in pieces of up to ``line_length_limit`` (32 KiB, the documented way to raise
   aiosmtpd's stream limit) into a ``Spool`` instead of a list of lines in memory; the handler's
   ``handle_DATA`` hook then finds it in ``envelope.spool``.
 
@@ -28,6 +28,9 @@ from .spool import Spool
 from .wire import BadPath, parse_path, read_data
 
 COMMAND_SIZE_LIMIT = 2048
+# The reader pauses its socket at twice this much buffered: with 64 connections each sending a
+# large message, the buffers stay within a few megabytes.
+DATA_PIECE = 32 * 1024
 
 
 class FilterEnvelope(Envelope):
@@ -41,7 +44,7 @@ class FilterEnvelope(Envelope):
 
 
 class FilterSMTP(SMTP):
-    line_length_limit = 1 << 16  # the StreamReader's limit: DATA comes in pieces this large
+    line_length_limit = DATA_PIECE  # the StreamReader's limit: DATA comes in pieces this large
     envelope: FilterEnvelope
 
     def __init__(self, handler: object, *, spool_dir: Path, max_size: int, **kwargs) -> None:

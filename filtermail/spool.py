@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 DEFAULT_THRESHOLD = 64 * 1024
-READ_SIZE = 256 * 1024
+READ_SIZE = 64 * 1024  # per piece sent on: 64 messages streaming at once hold 64 of these
 
 
 class Spool:
