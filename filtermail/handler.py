@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import policy, privacy
 from .policy import INCOMING, OUTGOING, Decision, Envelope, Mailboxes
@@ -28,12 +29,23 @@ from .smtpserver import FilterEnvelope, FilterSMTP
 from .spool import Spool
 from .wire import stuff, unstuff
 
+if TYPE_CHECKING:
+    from .server import Settings
+
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 RATE_LIMITED = "450 4.7.1 Too many messages sent, slow down and try again later"
 HEAVY_AT_ONCE = 2  # large messages held in memory for checking at the same time
+
+
+class Signer(Protocol):  # filtermail.dkim.Signer
+    def sign(self, message: bytes) -> bytes: ...
+
+
+class Verifier(Protocol):  # filtermail.dkim.Verifier, whose verdict has ok, code and reason
+    async def verify(self, message: bytes, from_domain: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -51,11 +63,11 @@ class Filter:
 
     def __init__(
         self,
-        settings,
+        settings: Settings,
         reinjector: Reinjector,
         executor: Executor,
-        signer=None,
-        verifier=None,
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.settings = settings
         self.reinjector = reinjector

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from chatmaild import config
 
-from .handler import HEAVY_AT_ONCE, Filter
+from .handler import HEAVY_AT_ONCE, Filter, Signer, Verifier
 from .policy import OUTGOING
 from .reinject import Reinjector
 from .smtpserver import FilterSMTP
@@ -80,7 +80,7 @@ class Ports:
         return cls(LOOPBACK, cfg.filtermail_smtp_port_incoming, cfg.postfix_reinject_port_incoming)
 
 
-def dkim_parts(cfg: config.Config, direction: str) -> tuple[object | None, object | None]:
+def dkim_parts(cfg: config.Config, direction: str) -> tuple[Signer | None, Verifier | None]:
     """(signer, verifier) for this direction, as chatmail.ini asks; None where off.
 
     ``filtermail.dkim`` (and dkimpy, dnspython) is imported only when one is on.
@@ -99,8 +99,8 @@ def dkim_parts(cfg: config.Config, direction: str) -> tuple[object | None, objec
 async def serve(
     settings: Settings,
     ports: Ports,
-    signer: object | None = None,
-    verifier: object | None = None,
+    signer: Signer | None = None,
+    verifier: Verifier | None = None,
     stop: asyncio.Event | None = None,
 ) -> int:
     """Serve until ``stop`` is set (or SIGTERM/SIGINT arrives); the exit status."""
