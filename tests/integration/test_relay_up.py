@@ -62,7 +62,10 @@ def test_up_login_status_down(setup):
         .replace("min_available_memory = 200M", "min_available_memory = 1M")
         .replace("max_load_1m = 5", "max_load_1m = 1000")
     )
-    ini.write_text(ini.read_text() + loopback_ports_ini(tmp))
+    extra = loopback_ports_ini(tmp)
+    replaced = {line.split(" = ")[0] for line in extra.splitlines()}
+    kept = [line for line in ini.read_text().splitlines() if line.split(" = ")[0] not in replaced]
+    ini.write_text("\n".join(kept) + "\n" + extra)
     port_args = free_port_args()
     port = int(port_args[1])
     args = ("--config", str(ini), "--state-dir", str(state), *port_args)
@@ -73,6 +76,11 @@ def test_up_login_status_down(setup):
     password = re.search(r"password:\s+(\S+)", up.stdout).group(1)
     assert re.fullmatch(r"[a-z0-9]{9}@\[127\.0\.0\.1\]", addr)
     assert f"IMAP {port} (STARTTLS)" in up.stdout
+    url = re.search(r"^dclogin:\S+$", up.stdout, flags=re.MULTILINE).group()
+    imaps, submissions = port_args[3], port_args[9]
+    assert url.startswith(f"dclogin:{addr}?p={password}&v=1&ih=127.0.0.1&ip={imaps}&is=ssl")
+    assert url.endswith(f"&sh=127.0.0.1&sp={submissions}&ss=ssl&ic=3")
+    assert "\u2588" in up.stdout or "\u2580" in up.stdout  # the QR code, in block characters
 
     conn = imaplib.IMAP4("127.0.0.1", port, timeout=30)
     assert conn.login(addr, password)[0] == "OK"
