@@ -189,11 +189,21 @@ def test_filtermail_killed_means_4xx_and_nothing_lost_then_it_is_back(relay, gpg
     assert len(inbox(relay, bob, expected + 1)) == expected + 1
 
 
+def test_a_loopback_relay_sends_nothing_off_the_machine(relay, gpg):
+    alice = new_account(relay)
+    far = "dave@other.example"
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        submit(relay, alice, [far], encrypted_mail(alice, [far], gpg.encrypt(b"x")))
+    code, text = refused.value.recipients[far]
+    assert code == 550 and b"sends no mail off the machine" in text
+    assert "relay=other.example" not in relay.log("postfix.log")
+
+
 def test_logs_hold_no_client_ip_password_or_body(relay):
     """Runs last in this module: every log the relay wrote during the tests above."""
     logs = {p.name: p.read_text(errors="replace") for p in relay.layout.log_dir.iterdir()}
     assert "postfix.log" in logs and "filtermail-outgoing.log" in logs
-    assert "sasl_username=" in logs["postfix.log"]  # the log is not empty
+    assert "disconnect from unknown[IP]" in logs["postfix.log"]  # scrubbed, not empty
     for name, text in logs.items():
         assert CLIENT_IP not in text, name
         assert PLAIN_MARKER not in text, name
