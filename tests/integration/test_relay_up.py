@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -276,3 +277,23 @@ def test_the_operators_own_certificate_is_used(setup):
         served = certificate_served(int(args[args.index(name) + 1]))
         assert ssl.DER_cert_to_PEM_cert(served).split() == pem.split()
     assert not (state / "tls" / "cert.pem").exists()
+
+
+def test_dkim_key_command_makes_the_key_once_and_prints_its_record(setup):
+    tmp, ini, _state = setup
+    key = tmp / "dkim" / "opendkim.private"
+    ini.write_text(f"[params]\nmail_domain = example.org\ndkim_key_path = {key}\n")
+    first = run("dkim-key", "--config", str(ini))
+    assert first.returncode == 0, first.stderr
+    assert f"wrote {key}" in first.stdout
+    record = re.search(r"^opendkim\._domainkey\.example\.org\. TXT .*$", first.stdout, re.M)
+    assert record and '"v=DKIM1; k=rsa; p=' in record.group()
+    info = key.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (
+        0,
+        pwd.getpwnam("vmail").pw_gid,
+        0o640,
+    )  # filtermail signs as vmail
+    again = run("dkim-key", "--config", str(ini))
+    assert again.returncode == 0 and "wrote" not in again.stdout
+    assert record.group() in again.stdout
