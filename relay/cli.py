@@ -111,7 +111,8 @@ def _print_login(cfg: chatmail_config.Config, params: RenderParams, layout: Layo
     ports = params.ports
     self_signed = cfg.tls_external_cert_and_key is None
     url = dclogin.url(addr, password, host, ports.imaps, ports.submissions, self_signed)
-    where = "on loopback only" if ipaddress.ip_address(params.listen).is_loopback else ""
+    loopback = ipaddress.ip_address(params.listen).is_loopback
+    where = "on loopback only" if loopback else f"on {params.listen}"
     print(f"""
 Relay for {cfg.addr_domain} is up {where}:
   Postfix   SMTP {ports.smtp} (other relays, STARTTLS), submission {ports.submission} (STARTTLS) \
