@@ -13,7 +13,8 @@ cd "$(dirname "$(readlink -f "$0")")"
 PREFIX=${CHATMAIL_PREFIX:-/usr/local/lib/chatmaild}
 VENV=$PREFIX/venv
 TEST_VENV=$PREFIX/venv-test
-PACKAGES="postfix dovecot-core dovecot-imapd dovecot-lmtpd supervisor python3-venv openssl"
+# libgcrypt20: filtermail's armor CRC-24; openssl: the self-signed certificate
+PACKAGES="postfix dovecot-core dovecot-imapd dovecot-lmtpd supervisor python3-venv openssl libgcrypt20"
 TEST_PACKAGES="gnupg dnsmasq-base"  # GnuPG encrypts test mail; dnsmasq serves DKIM keys
 
 need_root() {

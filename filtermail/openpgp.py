@@ -17,6 +17,8 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from .crc24 import crc24
+
 PKESK, SKESK, SEIPD = 1, 3, 18
 # the versions of RFC 9580 §5.1 (PKESK) and §5.3 (SKESK)
 SESSION_KEY_VERSIONS = {PKESK: (3, 6), SKESK: (4, 6)}
@@ -25,27 +27,21 @@ SEIPD_VERSIONS = (1, 2)  # RFC 9580 §5.13
 MAX_SESSION_KEYS = 1000
 # RFC 9580 §4.2.1.4: the first partial body chunk is at least 512 octets.
 MIN_FIRST_PARTIAL = 512
+# ... and each chunk's length is one octet 224..254 meaning 2**(octet & 0x1F) octets. The chunks
+# after the first may be one octet long; the regex engine skips a run of them in C, five times
+# faster than a Python loop step per chunk (bench/filtermail_check_bench.py, Figure 2).
+_PARTIAL_CHUNKS = re.compile(
+    b"(?:" + b"|".join(bytes([224 + k]) + b".{%d}" % (1 << k) for k in range(31)) + b")*+",
+    re.DOTALL,
+)
 
 BEGIN = "-----BEGIN PGP MESSAGE-----"
 END = "-----END PGP MESSAGE-----"
 _HEADER = re.compile(r"([!-9;-~]+): (.*)")  # RFC 9580 §6.2: "Key: Value"
-_CRC24_INIT = 0xB704CE
-_CRC24_POLY = 0x1864CFB
-
-
-def _crc24_table() -> tuple[int, ...]:
-    table = []
-    for octet in range(256):
-        crc = octet << 16
-        for _ in range(8):
-            crc <<= 1
-            if crc & 0x1000000:
-                crc ^= _CRC24_POLY
-        table.append(crc & 0xFFFFFF)
-    return tuple(table)
-
-
-_CRC24_TABLE = _crc24_table()
+# RFC 9580 §6.2.2 defines five header keys and clients write one or two; the bound keeps a
+# hostile header block from costing a Python loop step per line.
+MAX_ARMOR_HEADERS = 64
+_TRAILING = " \t\r"  # white space that may end any armor line (and CRLF line ends)
 
 
 class NotEncrypted(ValueError):
@@ -58,55 +54,68 @@ class Armored:
     headers: tuple[tuple[str, str], ...]
 
 
-def crc24(data: bytes) -> int:
-    """RFC 9580 §6.1's CRC-24 of ``data``."""
-    crc, table = _CRC24_INIT, _CRC24_TABLE
-    for octet in data:  # one table step per octet: the bitwise definition, eight bits at once
-        crc = ((crc << 8) & 0xFFFFFF) ^ table[(crc >> 16) ^ octet]
-    return crc
-
-
 def dearmor(text: str) -> Armored:
     """The packets and armor headers of one ASCII-armored PGP MESSAGE (RFC 9580 §6.2).
 
     The CRC-24 line is optional (RFC 9580 §6.1: Sequoia leaves it out); when present it must
-    match. Only white space may surround the armor.
+    match. Only white space may surround the armor, and only white space may end a line.
+    The cost is a few passes of C code over the text, not a Python step per line.
     """
-    lines = [line.rstrip(" \t\r") for line in text.split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    start = 0
-    while start < len(lines) and not lines[start]:
-        start += 1
-    if start == len(lines) or lines[start] != BEGIN:
+    text = text.strip(_TRAILING + "\n")
+    first_end, last_start = text.find("\n"), text.rfind("\n") + 1
+    if (text[:first_end] if first_end >= 0 else text).rstrip(_TRAILING) != BEGIN:
         raise NotEncrypted("no '-----BEGIN PGP MESSAGE-----' line")
-    if lines[-1] != END or len(lines) - start < 3:
+    if text[last_start:] != END or last_start <= first_end + 1:
         raise NotEncrypted("the armor does not end with '-----END PGP MESSAGE-----'")
-    body = lines[start + 1 : -1]
-    headers = []
-    while body and body[0]:
-        match = _HEADER.fullmatch(body.pop(0))
-        if match is None:
-            raise NotEncrypted("bad armor header line")
-        headers.append((match.group(1), match.group(2)))
-    if not body:
-        raise NotEncrypted("no blank line after the armor headers")
-    body.pop(0)
+    headers, pos = _armor_headers(text, first_end + 1, last_start)
+    body = text[pos : last_start - 1].rstrip(_TRAILING + "\n")
     checksum = None
-    if body and body[-1].startswith("="):
-        checksum = body.pop()[1:]
-    data = _decode_base64("".join(body))
+    last_line = body.rfind("\n") + 1
+    if body.startswith("=", last_line):
+        checksum, body = body[last_line + 1 :], body[:last_line]
+    data = _decode_base64(_base64_text(body))
     if checksum is not None:
-        crc = _decode_base64(checksum)
+        crc = _decode_base64(checksum.encode("ascii", "replace"))
         if len(crc) != 3 or int.from_bytes(crc, "big") != crc24(data):
             raise NotEncrypted("armor checksum does not match")
     return Armored(data, tuple(headers))
 
 
-def _decode_base64(text: str) -> bytes:
+def _armor_headers(text: str, pos: int, end: int) -> tuple[list[tuple[str, str]], int]:
+    """The "Key: Value" lines from ``pos`` to the first blank line, and the position after it."""
+    headers = []
+    while pos < end:
+        line_end = text.find("\n", pos, end)  # found: the text has a line end before ``end``
+        line = text[pos:line_end].rstrip(_TRAILING)
+        pos = line_end + 1
+        if not line:
+            return headers, pos
+        match = _HEADER.fullmatch(line)
+        if match is None:
+            raise NotEncrypted("bad armor header line")
+        if len(headers) == MAX_ARMOR_HEADERS:
+            raise NotEncrypted(f"more than {MAX_ARMOR_HEADERS} armor headers")
+        headers.append((match.group(1), match.group(2)))
+    raise NotEncrypted("no blank line after the armor headers")
+
+
+def _base64_text(body: str) -> bytes:
+    """The base64 lines of ``body`` joined: without CRs, line ends and trailing white space."""
     try:
-        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
-    except (binascii.Error, UnicodeEncodeError):
+        raw = body.encode("ascii")
+    except UnicodeEncodeError:
+        raise NotEncrypted("armor is not valid base64") from None
+    joined = raw.translate(None, b"\r\n")
+    if b" " in joined or b"\t" in joined:  # rare: white space before a line end; still linear
+        lines = raw.translate(None, b"\r").split(b"\n")
+        joined = b"".join(line.rstrip(b" \t") for line in lines)
+    return joined
+
+
+def _decode_base64(text: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
         raise NotEncrypted("armor is not valid base64") from None
 
 
@@ -141,6 +150,20 @@ def _length(data: bytes, pos: int, new_format: bool, length_type: int) -> tuple[
     return 1 << (first & 0x1F), pos + 1, True  # a partial body length (RFC 9580 §4.2.1.4)
 
 
+def _last_chunk(data: bytes, pos: int) -> tuple[int, int]:
+    """(start, length) of the last chunk of a partial-length body whose next length is at pos.
+
+    Each chunk is followed by the next one's length; the last one has a whole length.
+    """
+    if pos > len(data):
+        raise NotEncrypted("truncated packet body")  # the first chunk
+    pos = _PARTIAL_CHUNKS.match(data, pos).end()  # type: ignore[union-attr]  # * matches ""
+    if pos < len(data) and 224 <= data[pos] < 255:
+        raise NotEncrypted("truncated packet body")  # a chunk longer than what is left
+    length, pos, _ = _length(data, pos, True, 0)
+    return pos, length
+
+
 def _packet(data: bytes, pos: int) -> tuple[Packet, int]:
     """The packet at ``pos`` and the position after it."""
     octet = data[pos]
@@ -155,11 +178,7 @@ def _packet(data: bytes, pos: int) -> tuple[Packet, int]:
             raise NotEncrypted(f"partial body length in a packet of tag {tag}")
         if length < MIN_FIRST_PARTIAL:
             raise NotEncrypted("first partial body chunk shorter than 512 octets")
-        while partial:  # each chunk is followed by the next length; the last one is whole
-            pos += length
-            if pos > len(data):
-                raise NotEncrypted("truncated packet body")
-            length, pos, partial = _length(data, pos, True, 0)
+        pos, length = _last_chunk(data, pos + length)
     end = pos + length
     if end > len(data):
         raise NotEncrypted("truncated packet body")

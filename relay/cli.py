@@ -174,7 +174,7 @@ def _dkim_key(args: argparse.Namespace) -> int:
     cfg = chatmail_config.load(args.config)
     path = cfg.dkim_key_path
     if path.exists():
-        record = dkim.public_txt(path)
+        record = dkim.public_txt(path, cfg.dkim_selector, cfg.mail_domain)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         record = dkim.generate_key(path, cfg.dkim_selector, cfg.mail_domain)

@@ -1,4 +1,5 @@
-"""Shared fixtures. Helpers live in helpers_env.py, daemons.py, relays.py and dictclient.py.
+"""Shared fixtures. Helpers live in helpers_env.py, daemons.py, relays.py, dictclient.py and
+dnsserver.py.
 
 Integration tests need Debian's Dovecot and supervisor and root. Outside CI a missing piece skips
 the test with the reason; with CI=true it is a failure, so CI can never pass by skipping.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from daemons import restore_modes, start_daemon, user_problem
+from dnsserver import DnsServer
 from helpers_env import IN_CI, free_port, require, require_binary, require_root  # noqa: F401
 from hypothesis import settings
 
@@ -49,6 +51,16 @@ def lastlogin(tmp_path, daemon_user):
     daemon = start_daemon("doveauth.lastlogin", tmp_path, user=daemon_user)
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture
+def dns_server(tmp_path):
+    """dnsmasq on a free loopback port (dnsserver.py), at first with no records: ``.address`` is
+    its (host, port); ``.start(txt={name: text})`` restarts it serving those TXT records."""
+    server = DnsServer(require_binary("dnsmasq"), tmp_path / "dnsmasq.log")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 from pathlib import Path
@@ -180,3 +181,62 @@ def test_up_reloads_dovecot_only_when_its_configuration_changed(setup):
     ini.write_text(ini.read_text() + "max_imap_connections = 500\n")
     assert run("up", *args).returncode == 0
     assert "SIGHUP received" in log.read_text()
+
+
+def test_a_port_in_use_is_named_with_its_process(setup):
+    tmp, ini, state = setup
+    args = simple_relay_args(tmp, ini, state)
+    smtp_port = int(args[args.index("--smtp-port") + 1])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", smtp_port))
+        taken.listen()
+        result = run("up", *args)
+    assert result.returncode == 1
+    assert f"port {smtp_port} (smtp)" in result.stderr
+    assert f"(pid {os.getpid()})" in result.stderr  # this test's process holds it
+    assert "not running" in run("status", "--state-dir", str(state)).stdout
+
+
+def certificate_served(port: int) -> bytes:
+    ctx = ssl._create_unverified_context()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        ctx.wrap_socket(sock) as tls,
+    ):
+        return tls.getpeercert(binary_form=True)
+
+
+def test_self_signed_certificate_is_made_once_and_kept(setup):
+    tmp, ini, state = setup
+    args = simple_relay_args(tmp, ini, state)
+    imaps = int(args[args.index("--imaps-port") + 1])
+    submissions = int(args[args.index("--submissions-port") + 1])
+    assert run("up", *args).returncode == 0
+    cert = (state / "tls" / "cert.pem").read_bytes()
+    served = certificate_served(imaps)
+    assert served == certificate_served(submissions)  # Dovecot and Postfix: the same one
+    assert run("down", "--state-dir", str(state)).returncode == 0
+    assert run("up", *args).returncode == 0
+    assert (state / "tls" / "cert.pem").read_bytes() == cert
+    assert certificate_served(imaps) == served
+
+
+def test_the_operators_own_certificate_is_used(setup):
+    tmp, ini, state = setup
+    args = simple_relay_args(tmp, ini, state)
+    own = tmp / "own"
+    own.mkdir()
+    key, cert = str(own / "key.pem"), str(own / "cert.pem")
+    openssl = ("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2")
+    subprocess.run(
+        [*openssl, "-subj", "/CN=example.org", "-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+    )
+    ini.write_text(ini.read_text() + f"tls_external_cert_and_key = {own}/cert.pem {own}/key.pem\n")
+    assert run("up", *args).returncode == 0
+    pem = (own / "cert.pem").read_text()
+    for name in ("--imaps-port", "--submissions-port"):
+        served = certificate_served(int(args[args.index(name) + 1]))
+        assert ssl.DER_cert_to_PEM_cert(served).split() == pem.split()
+    assert not (state / "tls" / "cert.pem").exists()
