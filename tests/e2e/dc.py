@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,7 +66,7 @@ class UpRelay:
         """Run ``up``; return the new account it printed."""
         args = ("--config", str(self.ini), "--state-dir", str(self.state), *self.port_args)
         result = chatmail_relay("up", *args)
-        assert result.returncode == 0, f"{result.stderr}\nlogs: {self.state / 'log'}"
+        assert result.returncode == 0, f"{result.stderr}\n{self.status()}"
         urls = re.findall(r"^dclogin:\S+$", result.stdout, flags=re.MULTILINE)
         assert len(urls) == 1, result.stdout
         return Login.parse(urls[0])
@@ -79,13 +80,16 @@ class UpRelay:
         files = [*home.glob("**/new/*"), *home.glob("**/cur/*")]
         return [path.read_bytes() for path in sorted(files)]
 
-    def log(self, name: str) -> str:
-        path = self.state / "log" / name
-        return path.read_text(errors="replace") if path.exists() else ""
+    def status(self) -> str:
+        return chatmail_relay("status", "--state-dir", str(self.state)).stdout
 
-    def down(self) -> None:
+    def down(self, keep_files: bool = False) -> None:
+        """Stop the relay; remove its files unless ``keep_files`` (a test failed: its logs)."""
         chatmail_relay("down", "--state-dir", str(self.state))
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if keep_files:
+            print(f"kept {self.tmp} for its logs in {self.state / 'log'}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def rpc_server_path() -> Path:

@@ -35,14 +35,15 @@ DELIVERY_TIMEOUT = 15
 
 
 @pytest.fixture(scope="module")
-def relay_up():
+def relay_up(request):
     require_root()
     for binary in ("dovecot", "postfix", "supervisord", "supervisorctl"):
         require_binary(binary)
     require(rpc_server_path().exists(), f"{rpc_server_path()} missing: pip install '.[test]'")
+    failed_before = request.session.testsfailed
     relay = UpRelay()
     yield relay
-    relay.down()
+    relay.down(keep_files=request.session.testsfailed > failed_before)
 
 
 @pytest.fixture(scope="module")
