@@ -1,4 +1,5 @@
 """filtermail: Postfix's before-queue filter that passes only OpenPGP-encrypted mail.
 
-Built step by step (issue 12): so far the pure OpenPGP check, ``filtermail.openpgp``.
+``python -m filtermail CONFIG outgoing|incoming`` (``filtermail.server``); the decisions are
+pure functions in ``filtermail.policy``, on top of ``filtermail.mime`` and ``filtermail.openpgp``.
 """

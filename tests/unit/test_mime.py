@@ -9,7 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_openpgp import PKESK3, SEIPD1, armor
 
-from filtermail.mime import addresses, check_encrypted, is_secure_join_request, parse
+from filtermail.mime import (
+    addresses,
+    check_encrypted,
+    check_encrypted_bytes,
+    head,
+    is_autocrypt_setup_message,
+    is_bounce,
+    is_secure_join_request,
+    parse,
+    split_head,
+)
 from filtermail.openpgp import NotEncrypted
 
 ARMORED = armor(PKESK3 + SEIPD1)
@@ -41,16 +51,26 @@ def encrypted_mail(
     return text.encode()
 
 
+def check_parsed(data: bytes, *, outgoing: bool) -> None:
+    check_encrypted(parse(data), outgoing=outgoing)
+
+
+# the email package's verdict, and the same without building the message
+CHECKS = pytest.mark.parametrize("check", [check_parsed, check_encrypted_bytes])
+
+
+@CHECKS
 @pytest.mark.parametrize("outgoing", [True, False])
-def test_encrypted_message_passes(outgoing):
-    check_encrypted(parse(encrypted_mail()), outgoing=outgoing)
+def test_encrypted_message_passes(check, outgoing):
+    check(encrypted_mail(), outgoing=outgoing)
 
 
-def test_armor_headers_pass_incoming_only():
+@CHECKS
+def test_armor_headers_pass_incoming_only(check):
     mail = encrypted_mail(armor(PKESK3 + SEIPD1, headers="Version: Other Client 1.0"))
-    check_encrypted(parse(mail), outgoing=False)
+    check(mail, outgoing=False)
     with pytest.raises(NotEncrypted, match="reveal the client"):
-        check_encrypted(parse(mail), outgoing=True)
+        check(mail, outgoing=True)
 
 
 PLAIN = b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -74,16 +94,75 @@ PLAIN = b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nh
         (encrypted_mail(ARMORED.replace("=", "é", 1)), "not ASCII|base64"),
     ],
 )
-def test_anything_else_is_not_encrypted(mail, why):
+@CHECKS
+def test_anything_else_is_not_encrypted(check, mail, why):
     with pytest.raises(NotEncrypted, match=why):
-        check_encrypted(parse(mail), outgoing=True)
+        check(mail, outgoing=True)
 
 
-def test_parts_in_the_wrong_order_are_refused():
+@CHECKS
+def test_parts_in_the_wrong_order_are_refused(check):
     mail = encrypted_mail(control_type="application/octet-stream", control=ARMORED)
     mail = mail.replace(b'Content-Type: application/octet-stream; name="encrypted.asc"', b"X: y")
     with pytest.raises(NotEncrypted):
-        check_encrypted(parse(mail), outgoing=True)
+        check(mail, outgoing=True)
+
+
+@CHECKS
+@pytest.mark.parametrize(
+    "mail",
+    [
+        encrypted_mail().replace(b"\r\n", b"\n"),  # LF line ends
+        encrypted_mail().replace(b"\r\n\r\n--b1\r\n", b"\r\n\r\npreamble\r\n--b1\r\n", 1),
+        encrypted_mail() + b"epilogue\r\n--b1\r\nContent-Type: text/plain\r\n\r\nafter\r\n",
+        encrypted_mail().replace(b"--b1\r\n", b"--b1 \t\r\n--b1\r\n", 1),  # blanks, a repeat
+        encrypted_mail().replace(b"--b1--\r\n", b"--b1--"),  # no line break at the end
+        encrypted_mail().replace(b'boundary="b1"', b"boundary=b1"),
+        encrypted_mail()
+        .replace(  # base64: left to the email package
+            b"Content-Type: application/pgp-encrypted\r\n",
+            b"Content-Type: application/pgp-encrypted\r\nContent-Transfer-Encoding: base64\r\n",
+        )
+        .replace(b"Version: 1", b"VmVyc2lvbjogMQ=="),
+        encrypted_mail().replace(b"--b1--\r\n", b""),  # no close delimiter: the email package
+        b"From a@b Mon Jan  1 00:00:00 2024\r\n" + encrypted_mail(),  # an mbox line: likewise
+        encrypted_mail().replace(b"MIME-Version", b"no field\r\nMIME-Version"),  # the preamble
+    ],
+)
+def test_shapes_the_feed_parser_accepts_pass_both_ways(check, mail):
+    check(mail, outgoing=True)
+
+
+@CHECKS
+@pytest.mark.parametrize(
+    ("mail", "why"),
+    [
+        (encrypted_mail().replace(b'; boundary="b1"', b""), "exactly two parts"),
+        (encrypted_mail().replace(b"\r\n--b1\r\n", b"\r\n--b1--\r\n", 1), "exactly two parts"),
+        (encrypted_mail().replace(b"Version: 1\r\n", b"Version: 1\rsecret\r\n"), "Version"),
+        (
+            encrypted_mail().replace(
+                b"Content-Type: multipart", b"no field\r\nContent-Type: multipart"
+            ),
+            "text/plain is not",
+        ),
+    ],
+)
+def test_unusual_shapes_get_the_email_packages_verdict(check, mail, why):
+    with pytest.raises(NotEncrypted, match=why):
+        check(mail, outgoing=True)
+
+
+def test_split_head_only_for_clean_header_blocks():
+    assert split_head(b"A: 1\r\n folded\r\nB:2\r\n\r\nbody") == (
+        b"A: 1\r\n folded\r\nB:2\r\n",
+        b"body",
+    )
+    assert split_head(b"A: 1\n\nbody\n") == (b"A: 1\n", b"body\n")
+    assert split_head(b"A: 1\r\n") == (b"A: 1\r\n", b"")
+    assert split_head(b"\r\nbody") == (b"", b"body")
+    for unusual in (b"A : 1\r\n\r\n", b" A: 1\r\n\r\n", b"A: 1\rB: 2\r\n\r\n", b"A: 1"):
+        assert split_head(unusual) is None
 
 
 def test_nested_multipart_is_refused():
@@ -135,12 +214,13 @@ def test_anything_else_is_no_secure_join_request(mail):
     assert not is_secure_join_request(parse(mail))
 
 
-def test_addresses_include_ip_literals_and_are_lowercase():
-    msg = parse(b"From: Alice <Alice@[192.0.2.1]>\r\nTo: b@[1.2.3.4], C@Example.org\r\n\r\n")
+@pytest.mark.parametrize("parser", [parse, head])
+def test_addresses_include_ip_literals_and_are_lowercase(parser):
+    msg = parser(b"From: Alice\r\n <Alice@[192.0.2.1]>\r\nTo: b@[1.2.3.4], C@Example.org\r\n\r\n")
     assert addresses(msg, "From") == ["alice@[192.0.2.1]"]
     assert addresses(msg, "To") == ["b@[1.2.3.4]", "c@example.org"]
     assert addresses(msg, "Cc") == []
-    assert addresses(parse(b"From: garbage <<<\r\n\r\n"), "From") == []
+    assert addresses(parser(b"From: garbage <<<\r\n\r\n"), "From") == []
 
 
 @given(st.binary(max_size=3000))
@@ -157,3 +237,124 @@ def test_cut_or_spliced_encrypted_mail_only_ever_refuses(cut, junk):
     mail = encrypted_mail()
     with contextlib.suppress(NotEncrypted):
         check_encrypted(parse(mail[:cut] + junk + mail[cut:]), outgoing=True)
+
+
+# -- Autocrypt Setup Message, bounces --------------------------------------------------------------
+
+
+def setup_message(
+    subject: str = "Autocrypt Setup Message", ctype: str = "multipart/mixed"
+) -> bytes:
+    return (
+        f"From: a@x.org\r\nTo: a@x.org\r\nSubject: {subject}\r\nAutocrypt-Setup-Message: v1\r\n"
+        f'Content-Type: {ctype}; boundary="s"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\n'
+        "Type the setup code.\r\n--s\r\nContent-Type: application/autocrypt-setup\r\n\r\n"
+        "-----BEGIN PGP MESSAGE-----\r\n\r\nAAAA\r\n-----END PGP MESSAGE-----\r\n--s--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("parser", [parse, head])
+def test_setup_message_to_oneself_is_recognised(parser):
+    msg = parser(setup_message())
+    assert is_autocrypt_setup_message(msg, "a@x.org", ["a@x.org"])
+    assert is_autocrypt_setup_message(msg, "A@x.org", ["a@X.org", "a@x.org"])
+
+
+@pytest.mark.parametrize(
+    ("mail", "sender", "rcpts"),
+    [
+        (setup_message(), "a@x.org", ["b@x.org"]),
+        (setup_message(), "a@x.org", ["a@x.org", "b@x.org"]),
+        (setup_message(), "a@x.org", []),
+        (setup_message(), "", [""]),
+        (setup_message("Autocrypt Setup Message!"), "a@x.org", ["a@x.org"]),
+        (setup_message("[...]"), "a@x.org", ["a@x.org"]),
+        (setup_message(ctype="multipart/alternative"), "a@x.org", ["a@x.org"]),
+        (setup_message().replace(b"To:", b"Subject: x\r\nTo:"), "a@x.org", ["a@x.org"]),
+    ],
+)
+def test_anything_else_is_no_setup_message(mail, sender, rcpts):
+    assert not is_autocrypt_setup_message(head(mail), sender, rcpts)
+
+
+def bounce(
+    sender: str = "MAILER-DAEMON@mx.example.org", auto: str | None = "auto-replied"
+) -> bytes:
+    auto_header = "" if auto is None else f"Auto-Submitted: {auto}\r\n"
+    return (
+        f"From: Mail Delivery System <{sender}>\r\nTo: a@[127.0.0.1]\r\n{auto_header}"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n\r\n'
+        "--r\r\nContent-Type: text/plain\r\n\r\nundeliverable\r\n--r--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("parser", [parse, head])
+@pytest.mark.parametrize("auto", ["auto-replied", "auto-generated", "Auto-Generated; x=y"])
+def test_bounces_from_mailer_daemons_are_recognised(parser, auto):
+    assert is_bounce(parser(bounce(auto=auto)))
+    assert is_bounce(parser(bounce("mailer-daemon@[192.0.2.1]", auto=auto)))
+
+
+@pytest.mark.parametrize(
+    "mail",
+    [
+        bounce(auto=None),
+        bounce(auto="no"),
+        bounce(auto="No "),
+        bounce(auto=""),
+        bounce("postmaster@mx.example.org"),
+        bounce("mailer-daemon.fake@mx.example.org"),
+        bounce().replace(b"multipart/report", b"multipart/mixed"),
+        bounce().replace(b"From:", b"From: x@y.org\r\nFrom:"),
+        bounce().replace(
+            b"Auto-Submitted: auto-replied", b"Auto-Submitted: no\r\nAuto-Submitted: x"
+        ),
+        PLAIN,
+    ],
+)
+def test_anything_else_is_no_bounce(mail):
+    assert not is_bounce(head(mail))
+
+
+# -- the fast path never passes what the email package refuses ----------------------------------
+
+
+def verdict(check, data: bytes, outgoing: bool) -> str:
+    try:
+        check(data, outgoing=outgoing)
+    except NotEncrypted:
+        return "refused"
+    return "passed"
+
+
+@given(st.integers(0, len(encrypted_mail())), st.binary(max_size=30), st.booleans())
+def test_fast_and_email_package_verdicts_agree_on_spliced_mail(cut, junk, outgoing):
+    mail = encrypted_mail()
+    mail = mail[:cut] + junk + mail[cut:]
+    assert verdict(check_encrypted_bytes, mail, outgoing) == verdict(check_parsed, mail, outgoing)
+
+
+FRAGMENTS = [
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"--b1",
+    b"--b1--",
+    b" ",
+    b"\t",
+    b":",
+    b"Content-Type: ",
+    b"X: y",
+]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(encrypted_mail())), st.sampled_from(FRAGMENTS)), max_size=4
+    )
+)
+def test_fast_and_email_package_verdicts_agree_on_mime_syntax(edits):
+    mail = encrypted_mail()
+    for at, fragment in edits:
+        mail = mail[:at] + fragment + mail[at:]
+    assert verdict(check_encrypted_bytes, mail, True) == verdict(check_parsed, mail, True)

@@ -1,0 +1,246 @@
+"""Hands accepted mail back to Postfix: a small SMTP client keeping a few connections open.
+
+filtermail answers its client (Postfix's before-queue proxy) only with what Postfix's
+reinjection listener (``postfix_reinject_port[_incoming]`` on 127.0.0.1) said about the same
+message, so nothing is acknowledged that Postfix has not taken: its refusal is relayed as it
+is, and a connection failure becomes ``451 4.3.0``. Connections are kept and reused (a
+transaction ends with its final reply; RSET after a refused one), which spares a connect and
+an EHLO per message. With PIPELINING advertised (RFC 2920), MAIL, RCPT and DATA go out in one
+write. The message goes out as it came in, dot-stuffed, in pieces, so a large one is streamed
+from filtermail's spool and never held whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+WRITE_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def line(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class ProtocolError(OSError):
+    """The reinjection listener said something that is no SMTP reply."""
+
+
+@dataclass(frozen=True)
+class Transaction:
+    mail_from: str
+    rcpts: tuple[str, ...]
+    eight_bit: bool = False  # BODY=8BITMIME (RFC 6152)
+    smtputf8: bool = False  # SMTPUTF8 (RFC 6531)
+
+
+class Connection:
+    """One SMTP client connection, between transactions always in the initial state."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.extensions: frozenset[str] = frozenset()
+        self.idle_since = time.monotonic()
+        self.broken = False  # must not be used again
+
+    @classmethod
+    async def open(cls, host: str, port: int, helo: str) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        conn = cls(reader, writer)
+        try:
+            greeting = await conn.reply()
+            if greeting.code != 220:
+                raise ProtocolError(f"greeting {greeting.line}")
+            conn.writer.write(f"EHLO {helo}\r\n".encode())
+            lines = await conn.reply_lines()
+        except BaseException:
+            conn.close()
+            raise
+        if not lines[-1].startswith(b"250"):
+            conn.close()
+            raise ProtocolError("EHLO refused")
+        conn.extensions = frozenset(
+            line[4:].split(b" ")[0].decode("ascii", "replace").upper() for line in lines[1:]
+        )
+        return conn
+
+    async def reply_lines(self) -> list[bytes]:
+        lines = []
+        while True:
+            line = await self.reader.readline()
+            if not line.endswith(b"\n"):
+                raise ProtocolError("connection closed")
+            line = line.rstrip(b"\r\n")
+            if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b"", b" ", b"-"):
+                raise ProtocolError("not an SMTP reply")
+            lines.append(line)
+            if line[3:4] != b"-":
+                return lines
+
+    async def reply(self) -> Reply:
+        lines = await self.reply_lines()
+        text = " ".join(line[4:].decode("utf-8", "replace").strip() for line in lines)
+        return Reply(int(lines[-1][:3]), _UNSAFE.sub("?", text))
+
+    async def send(self, tx: Transaction, pieces: AsyncIterator[bytes]) -> Reply:
+        """One transaction; raises OSError (ProtocolError included) if the connection fails."""
+        params = ""
+        if tx.eight_bit and "8BITMIME" in self.extensions:
+            params += " BODY=8BITMIME"
+        if tx.smtputf8 and "SMTPUTF8" in self.extensions:
+            params += " SMTPUTF8"
+        commands = [f"MAIL FROM:<{tx.mail_from}>{params}\r\n"]
+        commands += [f"RCPT TO:<{rcpt}>\r\n" for rcpt in tx.rcpts]
+        commands.append("DATA\r\n")
+        encoded = [c.encode("utf-8", "surrogateescape") for c in commands]
+        if "PIPELINING" in self.extensions:
+            self.writer.write(b"".join(encoded))
+            replies = [await self.reply() for _ in encoded]
+        else:
+            replies = []
+            for command in encoded:
+                self.writer.write(command)
+                replies.append(await self.reply())
+                if not replies[-1].ok:
+                    break
+        refused = next((r for r in replies[:-1] if not r.ok), None)
+        if replies[-1].code == 354 and refused is not None:
+            # some recipients refused, DATA open for the others: only closing the connection
+            # ends that transaction without a message to part of the recipients
+            self.broken = True
+            return refused
+        if replies[-1].code != 354 or refused is not None:
+            await self.reset()
+            return refused or replies[-1]
+        # pieces are gathered up to WRITE_SIZE: one send for a small message and its end line
+        batch: list[bytes] = []
+        size = 0
+        async for piece in pieces:
+            batch.append(piece)
+            size += len(piece)
+            if size >= WRITE_SIZE:
+                self.writer.write(b"".join(batch))
+                await self.writer.drain()
+                batch, size = [], 0
+        batch.append(b".\r\n")
+        self.writer.write(b"".join(batch))
+        final = await self.reply()
+        if not final.ok:
+            await self.reset()
+        return final
+
+    async def reset(self) -> None:
+        self.writer.write(b"RSET\r\n")
+        if (await self.reply()).code != 250:
+            raise ProtocolError("RSET refused")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Reinjector:
+    """Sends messages to ``host:port`` over at most ``max_idle`` kept connections (and more
+    while more messages are in flight)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_idle: int = 8,
+        idle_timeout: float = 30.0,
+        timeout: float = 60.0,
+        helo: str = "localhost",
+    ) -> None:
+        self.host, self.port, self.helo = host, port, helo
+        self.max_idle, self.idle_timeout, self.timeout = max_idle, idle_timeout, timeout
+        self._idle: list[Connection] = []
+
+    async def send(self, tx: Transaction, pieces: AsyncIterator[bytes]) -> Reply:
+        """Postfix's reply to the message, or 451 if it could not be asked."""
+        watched = _Watched(pieces)
+        for attempt in (1, 2):
+            conn = self._take_idle()
+            fresh = conn is None
+            try:
+                async with asyncio.timeout(self.timeout):
+                    if conn is None:
+                        conn = await Connection.open(self.host, self.port, self.helo)
+                    reply = await conn.send(tx, watched)
+            except (OSError, EOFError, TimeoutError, ValueError) as exc:
+                if conn is not None:
+                    conn.close()
+                # a kept connection the listener has closed meanwhile fails before any of
+                # the message went out: then, and only then, try once more on a new one
+                if not fresh and attempt == 1 and not watched.started:
+                    continue
+                log.error("reinjection to %s:%d failed: %s", self.host, self.port, _describe(exc))
+                return Reply(451, "4.3.0 Could not hand the message on, try again later")
+            self._keep(conn, reply)
+            return reply
+        raise AssertionError("unreachable")
+
+    def _take_idle(self) -> Connection | None:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if now - conn.idle_since < self.idle_timeout:
+                return conn
+            conn.close()
+        return None
+
+    def _keep(self, conn: Connection, reply: Reply) -> None:
+        if conn.broken or reply.code == 421 or len(self._idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+
+    async def close(self) -> None:
+        while self._idle:
+            conn = self._idle.pop()
+            conn.close()
+
+
+class _Watched:
+    """Passes the message's pieces on and remembers whether any was taken."""
+
+    def __init__(self, pieces: AsyncIterator[bytes]) -> None:
+        self.pieces = pieces
+        self.started = False
+
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self.started = True
+        return await self.pieces.__anext__()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def transaction(mail_from: str, rcpts: Sequence[str], mail_params: Sequence[str]) -> Transaction:
+    """The reinjection's transaction for a client's MAIL parameters (only these two matter)."""
+    upper = [param.upper() for param in mail_params]
+    return Transaction(mail_from, tuple(rcpts), "BODY=8BITMIME" in upper, "SMTPUTF8" in upper)
