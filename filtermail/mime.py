@@ -42,9 +42,26 @@ _FOLD = re.compile(r"\r\n|\r|\n")
 _DELIMITER_END = re.compile(rb"(--)?[ \t]*\r?(?:\n|\Z)")
 
 
+# The email package parses MIME header fields (Content-Type and its kin) in superlinear time and
+# recursively (one level per nested comment): a few KB of hostile header would cost seconds or
+# raise RecursionError. No client writes such a field longer than this, in any part.
+MAX_MIME_FIELD = 2048
+_MIME_FIELD = re.compile(rb"(?im)^content-[a-z0-9-]*[ \t]*:[^\n]*\n?(?:[ \t][^\n]*\n?)*")
+
+
 def parse(data: bytes) -> EmailMessage:
-    """The message in ``data`` (bytes as received, CRLF or LF line ends)."""
-    return BytesParser(policy=policy.default).parsebytes(data)  # type: ignore[return-value]
+    """The message in ``data`` (bytes as received, CRLF or LF line ends).
+
+    Raises NotEncrypted for a message the email package cannot parse in bounded time and depth
+    (see MAX_MIME_FIELD): such a message is nothing filtermail lets through anyway.
+    """
+    for field in _MIME_FIELD.finditer(data):
+        if len(field.group()) > MAX_MIME_FIELD:
+            raise NotEncrypted(f"a MIME header field is longer than {MAX_MIME_FIELD} bytes")
+    try:
+        return BytesParser(policy=policy.default).parsebytes(data)  # type: ignore[return-value]
+    except RecursionError:
+        raise NotEncrypted("MIME structure nested too deeply") from None
 
 
 def split_head(data: bytes) -> tuple[bytes, bytes] | None:

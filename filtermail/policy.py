@@ -121,7 +121,12 @@ def _encrypted(message: bytes, msg, outgoing: bool) -> str | None:
 
 def _secure_join_request(message: bytes, msg) -> bool:
     # only a message that says it is one is parsed whole
-    return bool(msg.get_all("Secure-Join")) and mime.is_secure_join_request(mime.parse(message))
+    if not msg.get_all("Secure-Join"):
+        return False
+    try:
+        return mime.is_secure_join_request(mime.parse(message))
+    except NotEncrypted:  # a MIME structure too hostile to parse
+        return False
 
 
 def _outgoing(envelope: Envelope, message: bytes, msg) -> Decision:

@@ -63,6 +63,11 @@ def test_up_login_status_down(setup):
     password = re.search(r"password:\s+(\S+)", up.stdout).group(1)
     assert re.fullmatch(r"[a-z0-9]{9}@\[127\.0\.0\.1\]", addr)
     assert f"IMAP {port} (STARTTLS)" in up.stdout
+    url = re.search(r"^dclogin:\S+$", up.stdout, flags=re.MULTILINE).group()
+    imaps, submissions = port_args[3], port_args[9]
+    assert url.startswith(f"dclogin:{addr}?p={password}&v=1&ih=127.0.0.1&ip={imaps}&is=ssl")
+    assert url.endswith(f"&sh=127.0.0.1&sp={submissions}&ss=ssl&ic=3")
+    assert "\u2588" in up.stdout or "\u2580" in up.stdout  # the QR code, in block characters
 
     conn = imaplib.IMAP4("127.0.0.1", port, timeout=30)
     assert conn.login(addr, password)[0] == "OK"

@@ -3,6 +3,7 @@ message, mailbox facts); and no message bytes at all make a decision raise."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,25 @@ def test_no_header_combination_makes_a_decision_raise(headers, body):
     data = b"".join(headers) + b"\r\n" + body
     for direction in (OUTGOING, INCOMING):
         decide(direction, Envelope(ALICE, (ALICE,)), data, enforcing)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b" " + b"(" * 500 + b")" * 500,  # the email package would recurse once per comment
+        b"".join(b"; p%d=v" % i for i in range(20_000)),  # and parse this in superlinear time
+    ],
+)
+@pytest.mark.parametrize("direction", [OUTGOING, INCOMING])
+def test_hostile_content_type_fields_are_decided_quickly(field, direction):
+    ct = b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"'
+    for message in (
+        encrypted_mail().replace(ct, ct + field, 1),
+        secure_join("vc-request").replace(
+            b"Content-Type: text/plain", b"Content-Type: text/plain" + field, 1
+        ),
+    ):
+        started = time.process_time()
+        decision = decide(direction, Envelope(ALICE, ("relaxed@x.org",)), message, enforcing)
+        assert decision.code in (250, 523, 550)  # decided, whichever way
+        assert time.process_time() - started < 1  # bounded work, not a stall of seconds
