@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,57 @@ def start_relay(extra_ini: str = "") -> Relay:
         stop_relay(relay)
         raise
     return relay
+
+
+def chatmail_relay(*args: str) -> subprocess.CompletedProcess:
+    """The installed ``chatmail-relay`` console script, as ``./relay.sh up`` runs it."""
+    return subprocess.run(
+        [str(bin_dir() / "chatmail-relay"), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def relaxed_ini(text: str, tmp: Path) -> str:
+    """``chatmail-relay init``'s chatmail.ini with its files in ``tmp`` and free loopback ports.
+
+    Its limits are ones any test machine meets: a busy one must not refuse new accounts.
+    """
+    values = {
+        "mailboxes_dir": f"{tmp}/mail",
+        "nocreate_file": f"{tmp}/nocreate",
+        "min_free_disk_space": "1M",
+        "min_available_memory": "1M",
+        "max_load_1m": "1000",
+        **loopback_ports(tmp),
+    }
+    for name, value in values.items():
+        text, found = re.subn(rf"^{name} *=.*$", f"{name} = {value}", text, flags=re.MULTILINE)
+        assert found == 1, f"chatmail-relay init wrote no single {name}"
+    return text
+
+
+def free_port_args() -> tuple[str, ...]:
+    """--imap-port N first, then the other public ports: all free."""
+    names = ("imap", "imaps", "smtp", "submission", "submissions")
+    return tuple(arg for name in names for arg in (f"--{name}-port", str(free_port())))
+
+
+def loopback_ports(tmp: Path) -> dict[str, str]:
+    """chatmail.ini values: free loopback ports for the filters, and a DKIM key in ``tmp``."""
+    names = (
+        "filtermail_smtp_port",
+        "filtermail_smtp_port_incoming",
+        "postfix_reinject_port",
+        "postfix_reinject_port_incoming",
+    )
+    return {
+        **{name: str(free_port()) for name in names},
+        "dkim_key_path": f"{tmp}/dkim/opendkim.private",
+    }
+
+
+def loopback_ports_ini(tmp: Path) -> str:
+    """:func:`loopback_ports` as chatmail.ini lines, for a chatmail.ini without them."""
+    return "".join(f"{name} = {value}\n" for name, value in loopback_ports(tmp).items())
 
 
 def stop_relay(relay: Relay) -> None:

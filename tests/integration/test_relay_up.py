@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers_env import free_port, require_binary, require_root
-from relays import bin_dir
+from relays import chatmail_relay, free_port_args, loopback_ports_ini, relaxed_ini
 
 PROGRAMS = {
     "doveauth",
@@ -31,10 +31,7 @@ PROGRAMS = {
 }
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(bin_dir() / "chatmail-relay"), *args], capture_output=True, text=True, timeout=120
-    )
+run = chatmail_relay
 
 
 @pytest.fixture
@@ -56,17 +53,7 @@ def test_up_login_status_down(setup):
     assert run("init", "127.0.0.1", str(ini)).returncode == 0
     text = ini.read_text()
     assert "mail_domain = 127.0.0.1" in text
-    ini.write_text(
-        text.replace("mailboxes_dir = /home/vmail/mail/127.0.0.1", f"mailboxes_dir = {tmp}/mail")
-        .replace("nocreate_file = /etc/chatmail-nocreate", f"nocreate_file = {tmp}/nocreate")
-        .replace("min_free_disk_space = 1G", "min_free_disk_space = 1M")
-        .replace("min_available_memory = 200M", "min_available_memory = 1M")
-        .replace("max_load_1m = 5", "max_load_1m = 1000")
-    )
-    extra = loopback_ports_ini(tmp)
-    replaced = {line.split(" = ")[0] for line in extra.splitlines()}
-    kept = [line for line in ini.read_text().splitlines() if line.split(" = ")[0] not in replaced]
-    ini.write_text("\n".join(kept) + "\n" + extra)
+    ini.write_text(relaxed_ini(text, tmp))
     port_args = free_port_args()
     port = int(port_args[1])
     args = ("--config", str(ini), "--state-dir", str(state), *port_args)
@@ -133,24 +120,6 @@ def test_up_again_starts_what_was_stopped_and_ignores_a_stale_pidfile(setup):
     assert "not running" in run("status", "--state-dir", str(state)).stdout
     assert run("up", *args).returncode == 0
     assert set(pids(state)) == PROGRAMS
-
-
-def free_port_args() -> tuple[str, ...]:
-    """--imap-port N first, then the other public ports: all free."""
-    names = ("imap", "imaps", "smtp", "submission", "submissions")
-    return tuple(arg for name in names for arg in (f"--{name}-port", str(free_port())))
-
-
-def loopback_ports_ini(tmp: Path) -> str:
-    """chatmail.ini lines: free loopback ports for the filters, and a DKIM key in ``tmp``."""
-    names = (
-        "filtermail_smtp_port",
-        "filtermail_smtp_port_incoming",
-        "postfix_reinject_port",
-        "postfix_reinject_port_incoming",
-    )
-    lines = [f"{name} = {free_port()}" for name in names]
-    return "\n".join([*lines, f"dkim_key_path = {tmp}/dkim/opendkim.private", ""])
 
 
 def simple_relay_args(tmp: Path, ini: Path, state: Path) -> tuple[str, ...]:
