@@ -346,5 +346,5 @@ def status(layout: Layout) -> str:
     except RPC_ERRORS as exc:
         return f"supervisord runs, but does not answer on {layout.supervisor_socket}: {exc}"
     return "\n".join(
-        f"{info['name']:<12} {info['statename']:<9} {info['description']}" for info in infos
+        f"{info['name']:<20} {info['statename']:<9} {info['description']}" for info in infos
     )
