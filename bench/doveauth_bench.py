@@ -44,9 +44,10 @@ from harness.clients import LoadResult, merge, run_clients, split_evenly
 from harness.dictload import DictJob, prepare_dict_job
 from harness.env import DOMAIN, VMAIL, Setup
 from harness.imap import imap_jobs, prepare_imap_job
+from harness.limits import running_limit_dovecot
 from harness.probes import MachineBusy, TreeUsage, Usage
 from harness.procs import Daemon, RssSampler, running, unix_socket_accepts
-from harness.relays import running_limit_dovecot, running_relay
+from harness.relays import running_relay
 from harness.report import error_note, ms, pct, say, table
 from harness.session import bench_setup
 from harness.stats import percentile_ms
@@ -259,19 +260,16 @@ class ImapArm:
 
 def figure_imap(setup: Setup, d: Durations) -> tuple[ImapArm, ImapArm]:
     """Both arms run side by side; measurements alternate ABBA... between them."""
-    relay_port = env.free_port()
-    limit_port = env.free_port([relay_port])
-    with (
-        running_relay(setup, relay_port) as layout,
-        running_limit_dovecot(setup, layout, relay_port, limit_port),
-    ):
-        doveauth = ImapArm("doveauth (dict passdb/userdb)", relay_port)
-        static = ImapArm("static passwd-file passdb/userdb", limit_port)
-        for arm in (doveauth, static):  # warm up: start processes, fill caches
-            run_clients([(prepare_imap_job, arm.jobs(setup))], 0.0, d.warmup)
-        for n in range(d.imap_rounds):
-            for arm in (doveauth, static) if n % 2 == 0 else (static, doveauth):
-                arm.measure(setup, d.imap_round, d.warmup)
+    with running_relay(setup) as relay:
+        limit_port = env.free_port()
+        with running_limit_dovecot(setup, relay, limit_port):
+            doveauth = ImapArm("doveauth (dict passdb/userdb)", relay.ports.imap)
+            static = ImapArm("static passwd-file passdb/userdb", limit_port)
+            for arm in (doveauth, static):  # warm up: start processes, fill caches
+                run_clients([(prepare_imap_job, arm.jobs(setup))], 0.0, d.warmup)
+            for n in range(d.imap_rounds):
+                for arm in (doveauth, static) if n % 2 == 0 else (static, doveauth):
+                    arm.measure(setup, d.imap_round, d.warmup)
     return doveauth, static
 
 

@@ -38,6 +38,7 @@ class WorkerResult:
     latencies: array = field(default_factory=lambda: array("d"))  # seconds
     service: array = field(default_factory=lambda: array("d"))  # from the actual send, if later
     cpu: float = 0.0  # CPU seconds of the client process
+    ok_total: int = 0  # successes at any time, also in the warm-up and after the window
 
     def record(
         self,
@@ -48,6 +49,8 @@ class WorkerResult:
         error: str,
         service: float | None = None,
     ) -> None:
+        if ok:
+            self.ok_total += 1
         if not window.record_from <= when < window.end:
             return
         if ok:
@@ -71,6 +74,7 @@ class LoadResult:
     seconds: float
     client_cpu: float  # share of one core
     service: list[float] = field(default_factory=list)  # sorted; paced jobs only
+    ok_total: int = 0  # successes at any time, also in the warm-up and after the window
 
     @property
     def rate(self) -> float:
@@ -89,6 +93,7 @@ def merge(results: Sequence[WorkerResult], window: Window) -> LoadResult:
         seconds=window.end - window.record_from,
         client_cpu=sum(r.cpu for r in results) / (window.end - window.start),
         service=sorted(x for r in results for x in r.service),
+        ok_total=sum(r.ok_total for r in results),
     )
 
 

@@ -43,7 +43,8 @@ def check_prerequisites(name: str, tools: Iterable[str], executables: Iterable[s
         problems.append("run as root (the daemons run as vmail, Dovecot needs root)")
     path = os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin"
     problems += [
-        f"{tool} not found (Debian packages dovecot-core, dovecot-imapd, supervisor)"
+        f"{tool} not found (Debian packages dovecot-core, dovecot-imapd, dovecot-lmtpd, "
+        "postfix, supervisor, gnupg: ./relay.sh test installs them)"
         for tool in tools
         if not shutil.which(tool, path=path)
     ]

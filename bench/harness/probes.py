@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
 
 import psutil
 
-from .procs import RssSampler, tree_cpu_seconds
+from .procs import RssSampler, tree, tree_cpu_seconds
 
 
 class Probe:
@@ -105,3 +106,31 @@ class TreeUsage(Probe):
             (children - self._cpu[1]) / seconds,
             self.sampler.peak(self.name),
         )
+
+
+class TreeCpu(Probe):
+    """Share of one core used by a process tree (all its processes and threads) over the window.
+
+    Without sampling: each process's CPU at the start and at the end. A process that exits
+    within the window is missed, so this is a lower bound for a tree whose processes come and go.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.share = math.nan
+        self._before: dict[int, float] = {}
+
+    def _cpu(self) -> dict[int, float]:
+        seconds = {}
+        for proc in tree(self.pid):
+            with contextlib.suppress(psutil.Error):
+                seconds[proc.pid] = sum(proc.cpu_times()[:2])
+        return seconds
+
+    def begin(self) -> None:
+        self._before = self._cpu()
+
+    def end(self, seconds: float) -> None:
+        after = self._cpu()
+        used = sum(cpu - self._before.get(pid, 0.0) for pid, cpu in after.items())
+        self.share = used / seconds

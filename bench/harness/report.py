@@ -51,7 +51,7 @@ def goals(rows: Sequence[tuple[str, str, bool]]) -> None:
     """(goal, what was measured, whether it is met) as a table headed "Goals"."""
     say()
     say("Goals")
-    table(["goal", "measured", "result"], [[g, m, "PASS" if ok else "MISS"] for g, m, ok in rows])
+    table(["goal", "measured", "result"], [[g, m, "HIT" if ok else "MISS"] for g, m, ok in rows])
 
 
 def error_note(load: LoadResult, what: str) -> None:

@@ -4,18 +4,24 @@ root with pre-created accounts, and print the header."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from . import env, report
 
-TOOLS = ("dovecot", "doveadm", "supervisord", "supervisorctl")
-DAEMONS = ("doveauth", "lastlogin")
+# what the relay runs (running_relay); doveauth_bench also starts Dovecot alone
+TOOLS = ("dovecot", "doveadm", "supervisord", "supervisorctl", "postfix")
+DAEMONS = ("doveauth", "lastlogin", "filtermail")
 
 
 @contextlib.contextmanager
-def bench_setup(name: str, title: str, quick: bool, accounts: int) -> Iterator[env.Setup]:
-    """The prepared ``env.Setup`` of benchmark ``name``; everything is removed afterwards."""
-    env.check_prerequisites(name, TOOLS, DAEMONS)
+def bench_setup(
+    name: str, title: str, quick: bool, accounts: int, tools: Sequence[str] = ()
+) -> Iterator[env.Setup]:
+    """The prepared ``env.Setup`` of benchmark ``name``; everything is removed afterwards.
+
+    ``tools`` are needed besides the relay's (e.g. ``gpg``).
+    """
+    env.check_prerequisites(name, (*TOOLS, *tools), DAEMONS)
     env.exit_on_sigterm()
     with env.temp_root(name.replace("_", "-") + "-") as root:
         setup = env.prepare(root, accounts)
