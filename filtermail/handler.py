@@ -1,4 +1,4 @@
-"""The aiosmtpd handler of filtermail: each SMTP verb wired to its decision, one log line each.
+"""filtermail's SMTP hooks (``filtermail.smtpserver`` calls them): each verb wired to its decision.
 
 MAIL FROM: the size the client announces, then (outgoing) the sender's rate limit. RCPT TO: an
 address of the relay's domain must name an account (checked in a thread: it reads the disk).
@@ -25,7 +25,7 @@ from . import policy, privacy
 from .policy import INCOMING, OUTGOING, Decision, Envelope, Mailboxes
 from .ratelimit import RateLimiter
 from .reinject import Reinjector, transaction
-from .smtpserver import FilterEnvelope, FilterSMTP
+from .smtpserver import FilterEnvelope
 from .spool import Spool
 from .wire import stuff, unstuff
 
@@ -59,7 +59,7 @@ class Outcome:
 
 
 class Filter:
-    """aiosmtpd handler hooks; replies are returned as strings, never pushed from here."""
+    """The server's hooks (named as aiosmtpd names them); each returns its reply line."""
 
     def __init__(
         self,
@@ -80,9 +80,7 @@ class Filter:
         self.heavy = asyncio.Semaphore(HEAVY_AT_ONCE)
         self.in_flight = 0  # DATA being handled: a stop waits for these
 
-    async def handle_MAIL(
-        self, server: FilterSMTP, session, envelope: FilterEnvelope, address: str, options
-    ) -> str:
+    async def handle_MAIL(self, envelope: FilterEnvelope, address: str, options: list[str]) -> str:
         size = next((o[5:] for o in options if o[:5].upper() == "SIZE="), None)
         if size is not None and not size.isdigit():
             return "501 5.5.4 Syntax: SIZE=<number>"
@@ -96,9 +94,7 @@ class Filter:
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
-    async def handle_RCPT(
-        self, server: FilterSMTP, session, envelope: FilterEnvelope, address: str, options
-    ) -> str:
+    async def handle_RCPT(self, envelope: FilterEnvelope, address: str, options: list[str]) -> str:
         own = address.rpartition("@")[2].lower() == self.settings.addr_domain.lower()
         refusal, enforces = None, True
         if own:  # reads the mailboxes directory
@@ -119,7 +115,7 @@ class Filter:
             return refusal, True
         return None, self.mailboxes.enforces_encryption(address.lower())
 
-    async def handle_DATA(self, server: FilterSMTP, session, envelope: FilterEnvelope) -> str:
+    async def handle_DATA(self, envelope: FilterEnvelope) -> str:
         spool = envelope.spool
         assert spool is not None
         if envelope.data_size > self.settings.max_message_size:
@@ -186,7 +182,7 @@ class Filter:
         return None if verdict.ok else f"{verdict.code} {verdict.reason}"
 
     async def handle_exception(self, error: Exception) -> str:
-        # aiosmtpd's default would answer "500 Error: (Type) message": permanent, and leaking
+        # an internal failure is temporary for the client, and its detail stays in the log
         log.error("internal error (%s), answered 451", type(error).__name__)
         return INTERNAL_ERROR
 

@@ -28,14 +28,15 @@ from chatmaild import config
 from .handler import HEAVY_AT_ONCE, Filter, Signer, Verifier
 from .policy import OUTGOING
 from .reinject import Reinjector
-from .smtpserver import FilterSMTP
+from .smtpserver import FilterSMTP, ServerConfig
 from .spool import private_directory
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+BACKLOG = 1024  # Postfix's proxies may connect all at once (smtpd processes, default 100)
 STOP_GRACE = 30.0  # seconds a stop waits for messages being handed on
-IDLE_TIMEOUT = 300.0  # aiosmtpd's inactivity timeout; Postfix's proxy gives up after 100 s
+IDLE_TIMEOUT = 300.0  # as aiosmtpd's inactivity timeout; Postfix's proxy gives up after 100 s
 # Checking threads hold the GIL in slices; the event loop must get it back soon (doveauth
 # measured 0.5 ms for its hashing threads; 1 ms here).
 SWITCH_INTERVAL = 0.001
@@ -111,25 +112,22 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     sys.setswitchinterval(SWITCH_INTERVAL)
     _return_large_buffers()
-    # aiosmtpd logs every command and peer at INFO on "mail.log": not for our log
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
     spool_dir = private_directory()
     executor = ThreadPoolExecutor(HEAVY_AT_ONCE, thread_name_prefix="filtermail-check")
     reinjector = Reinjector(LOOPBACK, ports.reinject_port, helo=settings.mail_domain)
     handler = Filter(settings, reinjector, executor, signer, verifier)
 
-    def protocol() -> FilterSMTP:
-        return FilterSMTP(
-            handler,
-            spool_dir=spool_dir,
-            max_size=settings.max_message_size,
-            hostname=settings.mail_domain,
-            ident="filtermail",
-            timeout=IDLE_TIMEOUT,
-        )
-
+    smtp = ServerConfig(
+        handler,
+        spool_dir=spool_dir,
+        max_size=settings.max_message_size,
+        hostname=settings.mail_domain,
+        timeout=IDLE_TIMEOUT,
+    )
     try:
-        server = await loop.create_server(protocol, ports.listen, ports.port, reuse_address=True)
+        server = await loop.create_server(
+            lambda: FilterSMTP(smtp), ports.listen, ports.port, reuse_address=True, backlog=BACKLOG
+        )
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", ports.listen, ports.port, exc.strerror)
         shutil.rmtree(spool_dir, ignore_errors=True)
