@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from email import policy
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,7 @@ from filtermail.mime import (
     is_bounce,
     is_secure_join_request,
     parse,
+    simple_mailbox,
     split_head,
 )
 from filtermail.openpgp import NotEncrypted
@@ -221,6 +223,37 @@ def test_addresses_include_ip_literals_and_are_lowercase(parser):
     assert addresses(msg, "To") == ["b@[1.2.3.4]", "c@example.org"]
     assert addresses(msg, "Cc") == []
     assert addresses(parser(b"From: garbage <<<\r\n\r\n"), "From") == []
+
+
+@pytest.mark.parametrize(
+    ("value", "addr"),
+    [
+        ("<alice@example.org>", "alice@example.org"),
+        (" Alice.B@Example.org ", "Alice.B@Example.org"),
+        ('Alice "the, first" Smith <a+b@c-d.org>', "a+b@c-d.org"),
+        ("=?utf-8?q?Al=C3=ADce?= <a@b.org>", "a@b.org"),
+        ("a@[192.0.2.1]", None),
+        ('"a b"@c.org', None),
+        ("Dr. Who <a@b.org>", None),
+        ("a@b.org (comment)", None),
+        ("<a@b.org>, <c@d.org>", None),
+        ("a" * 100_000, None),
+    ],
+)
+def test_plain_mailboxes_skip_the_header_registry(value, addr):
+    assert simple_mailbox(value) == addr
+
+
+TOKENS = ["a", "Bc", ".", "@", "<", ">", " ", "\t", '"', ",", "(", ")", "[", "]", "\\", ":", ";"]
+
+
+@given(st.lists(st.sampled_from([*TOKENS, "x.y", "=?utf-8?q?a?=", "\u00fc", "'"]), max_size=14))
+def test_a_plain_mailbox_is_what_the_header_registry_reads(tokens):
+    value = "".join(tokens)
+    addr = simple_mailbox(value)
+    if addr is not None:
+        header = policy.default.header_factory("From", value)
+        assert [a.addr_spec for a in header.addresses] == [addr]
 
 
 @given(st.binary(max_size=3000))
