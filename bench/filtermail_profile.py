@@ -221,9 +221,14 @@ def run_clients(port: int, payload: bytes, clients: int, seconds: float, results
 # --- filtermail ------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid``, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def minor_faults(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def rss_mb(pid: int) -> float:
@@ -262,7 +267,8 @@ def measure(pid: int, port: int, payload: bytes, clients: int, seconds: float) -
     ctx = get_context("spawn")
     results = ctx.Queue()
     client = ctx.Process(target=run_clients, args=(port, payload, clients, seconds, results))
-    cpu0 = cpu_seconds(pid)
+    user0, sys0 = cpu_times(pid)
+    faults0 = minor_faults(pid)
     client.start()
     peak = 0.0
     while client.is_alive():
@@ -272,7 +278,10 @@ def measure(pid: int, port: int, payload: bytes, clients: int, seconds: float) -
             break
     counts = results.get(timeout=60)
     client.join()
-    counts["cpu"] = cpu_seconds(pid) - cpu0
+    user, system = cpu_times(pid)
+    counts["user"], counts["sys"] = user - user0, system - sys0
+    counts["cpu"] = counts["user"] + counts["sys"]
+    counts["faults"] = minor_faults(pid) - faults0
     counts["peak"] = peak
     return counts
 
@@ -326,10 +335,13 @@ def main() -> int:
                         spy.wait()
                     rate = c["ok"] / c["elapsed"]
                     per = 1000 * c["cpu"] / max(1, c["ok"])
+                    sys_share = 100 * c["sys"] / max(c["cpu"], 1e-9)
                     err = f" errors {c['errors']} ({c['first_error']})" if c["errors"] else ""
                     print(
                         f"{len(payload):>8} B x {clients:>2} clients: {rate:7.1f} msg/s, "
-                        f"filtermail {per:.3f} ms CPU/msg, {100 * c['cpu'] / c['elapsed']:.0f}%"
+                        f"filtermail {per:.3f} ms CPU/msg ({sys_share:.0f}% sys, "
+                        f"{c['faults'] / max(1, c['ok']):.0f} faults), "
+                        f"{100 * c['cpu'] / c['elapsed']:.0f}%"
                         f" CPU, peak RSS {c['peak']:.1f} MB{err}"
                     )
             time.sleep(1.0)

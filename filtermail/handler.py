@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +38,7 @@ INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 RATE_LIMITED = "450 4.7.1 Too many messages sent, slow down and try again later"
 HEAVY_AT_ONCE = 2  # large messages held in memory for checking at the same time
+RELEASE_AFTER = 1.0  # seconds without a large message before their memory goes back
 
 
 class Signer(Protocol):  # filtermail.dkim.Signer
@@ -78,6 +79,9 @@ class Filter:
             settings.max_user_send_per_minute, settings.max_user_send_burst_size
         )
         self.heavy = asyncio.Semaphore(HEAVY_AT_ONCE)
+        # called in the executor once large messages stop coming (filtermail.memory)
+        self.release_memory: Callable[[], object] | None = None
+        self._heavy_seen = 0  # large messages checked so far
         self.in_flight = 0  # DATA being handled: a stop waits for these
 
     async def handle_MAIL(self, envelope: FilterEnvelope, address: str, options: list[str]) -> str:
@@ -139,6 +143,7 @@ class Filter:
                     self.executor, self._evaluate_spool, env, spool, envelope.enforcing
                 )
                 refusal = await self._verify(outcome)
+            self._after_heavy()
         decision = outcome.decision
         if refusal is not None or not decision.passes:
             reply = refusal or decision.reply
@@ -150,6 +155,17 @@ class Filter:
         why = decision.why if reply.ok else f"{decision.why}, reinjection said {reply.line!r}"
         self._log(reply.line, why, env, spool.size)
         return reply.line
+
+    def _after_heavy(self) -> None:
+        if self.release_memory is None:
+            return
+        self._heavy_seen += 1
+        loop = asyncio.get_running_loop()
+        loop.call_later(RELEASE_AFTER, self._release_if_quiet, self._heavy_seen)
+
+    def _release_if_quiet(self, seen: int) -> None:
+        if seen == self._heavy_seen and self.release_memory is not None:  # none came since
+            asyncio.get_running_loop().run_in_executor(self.executor, self.release_memory)
 
     def _evaluate_spool(self, env: Envelope, spool: Spool, enforcing: dict[str, bool]) -> Outcome:
         return self.evaluate(env, spool.read(), enforcing)

@@ -228,9 +228,8 @@ def _split_multipart(body: bytes, boundary: bytes) -> list[bytes] | None:
     parts: list[bytes] = []
     start = None  # where the current part's content begins
     for at, end, close in _delimiters(body, boundary):
-        if start is not None and at > start:
-            content = body[start:at]
-            parts.append(content[:-2] if content.endswith(b"\r\n") else content[:-1])
+        if start is not None and at > start:  # one copy of the part, not two
+            parts.append(body[start : at - (2 if body.endswith(b"\r\n", start, at) else 1)])
         if close:
             return parts if start is not None else None
         start = end

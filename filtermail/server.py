@@ -13,8 +13,6 @@ private temporary directory that is removed at exit.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import shutil
 import signal
@@ -26,6 +24,7 @@ from pathlib import Path
 from chatmaild import config
 
 from .handler import HEAVY_AT_ONCE, Filter, Signer, Verifier
+from .memory import Malloc
 from .policy import OUTGOING
 from .reinject import Reinjector
 from .smtpserver import FilterSMTP, ServerConfig
@@ -40,7 +39,6 @@ IDLE_TIMEOUT = 300.0  # as aiosmtpd's inactivity timeout; Postfix's proxy gives 
 # Checking threads hold the GIL in slices; the event loop must get it back soon (doveauth
 # measured 0.5 ms for its hashing threads; 1 ms here).
 SWITCH_INTERVAL = 0.001
-MMAP_THRESHOLD = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -111,11 +109,14 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    _return_large_buffers()
+    malloc = Malloc()
+    malloc.configure()
     spool_dir = private_directory()
     executor = ThreadPoolExecutor(HEAVY_AT_ONCE, thread_name_prefix="filtermail-check")
     reinjector = Reinjector(LOOPBACK, ports.reinject_port, helo=settings.mail_domain)
     handler = Filter(settings, reinjector, executor, signer, verifier)
+    if malloc.tunable:
+        handler.release_memory = malloc.release
 
     smtp = ServerConfig(
         handler,
@@ -157,19 +158,3 @@ async def _drain(handler: Filter) -> None:
     deadline = asyncio.get_running_loop().time() + STOP_GRACE
     while handler.in_flight and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
-
-
-def _return_large_buffers() -> None:
-    """Let glibc give every large buffer back to the kernel when it is freed.
-
-    glibc raises its mmap threshold each time a large block is freed, so after a burst of
-    1 MB messages their buffers come from the heap and stay in RSS. A fixed threshold keeps
-    each large buffer its own mapping, unmapped on free; a smaller trim threshold returns the
-    heap's free top as well (mallopt(3): M_MMAP_THRESHOLD -3, M_TRIM_THRESHOLD -1).
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)
-        libc.mallopt(-1, MMAP_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc: its own policy applies
-        pass
