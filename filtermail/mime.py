@@ -39,6 +39,7 @@ _HEAD = re.compile(rb"(?:[!-9;-~]+:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)*")
 _PLAIN_ENCODINGS = ("", "7bit", "8bit", "binary")  # RFC 2045 §6: bodies taken as they are
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
 _FOLD = re.compile(r"\r\n|\r|\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 _DELIMITER_END = re.compile(rb"(--)?[ \t]*\r?(?:\n|\Z)")
 # RFC 5322 §3.4: one mailbox whose addr-spec is a dot-atom at a dot-atom, bare or in angle
 # brackets after a display name of atoms and plain quoted strings: what chat clients write in
@@ -185,7 +186,7 @@ def _two_plain_parts(msg: Message, body: bytes) -> list[tuple[str, bytes]] | Non
         return None
     if not boundary.isascii():  # RFC 2046 §5.1.1: bcharsnospace are ASCII
         return None
-    if body.count(b"\r") != body.count(b"\r\n"):  # the feed parser also ends lines at a lone CR
+    if _LONE_CR.search(body):  # the feed parser also ends lines at a lone CR
         return None
     bodies = _split_multipart(body, boundary.encode("ascii"))
     if bodies is None or len(bodies) != 2:

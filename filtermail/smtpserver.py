@@ -43,6 +43,9 @@ COMMAND_SIZE_LIMIT = 2048  # MAIL and RCPT after EHLO: room for their extensions
 # The reader pauses its socket at twice this much buffered: with 64 connections each sending a
 # large message, the buffers stay within a few megabytes. Also the longest line read whole.
 DATA_PIECE = 32 * 1024
+# Each read from a socket goes into one buffer the server's connections share (one event loop),
+# so a connection holds at most what its reader keeps: asyncio's own reads are 256 KiB each.
+RECV_SIZE = 64 * 1024
 BOGUS_LIMIT = 5  # unknown commands on one connection before it is closed (as aiosmtpd)
 LINE_TOO_LONG = "500 Command line too long"
 BAD_SYNTAX = "500 Error: bad syntax"
@@ -79,9 +82,10 @@ class ServerConfig:
     hostname: str
     ident: str = "filtermail"
     timeout: float = 300.0  # seconds without a command before the connection is closed
+    recv_buffer: memoryview = field(default_factory=lambda: memoryview(bytearray(RECV_SIZE)))
 
 
-class FilterSMTP(asyncio.Protocol):
+class FilterSMTP(asyncio.BufferedProtocol):
     """One client connection; ``create_server(lambda: FilterSMTP(config), ...)``."""
 
     def __init__(self, config: ServerConfig) -> None:
@@ -97,7 +101,7 @@ class FilterSMTP(asyncio.Protocol):
         self._writable: asyncio.Future | None = None  # while the transport's buffer is full
         self._quit = False
 
-    # -- asyncio.Protocol ------------------------------------------------------------------
+    # -- asyncio.BufferedProtocol ------------------------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -107,8 +111,11 @@ class FilterSMTP(asyncio.Protocol):
         self._timer = loop.call_at(self._last_command + self.config.timeout, self._check_idle)
         self._task = loop.create_task(self._serve())
 
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed_data(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.config.recv_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.reader.feed_data(self.config.recv_buffer[:nbytes].tobytes())
 
     def eof_received(self) -> bool:
         self.reader.feed_eof()
