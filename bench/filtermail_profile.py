@@ -235,7 +235,7 @@ def rss_mb(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
 
 
-def start_filtermail(tmp: Path, port: int, reinject: int, profile: str | None):
+def start_filtermail(tmp: Path, port: int, reinject: int, profile: str | None, uvloop: bool):
     (tmp / "mail").mkdir()
     ini = tmp / "chatmail.ini"
     ini.write_text(
@@ -247,7 +247,12 @@ def start_filtermail(tmp: Path, port: int, reinject: int, profile: str | None):
     args = [sys.executable]
     if profile:
         args += ["-m", "cProfile", "-o", profile]
-    args += ["-m", "filtermail", str(ini), "outgoing", "--port", str(port)]
+    if uvloop:  # the same entry point, on uvloop's event loop (must be installed)
+        code = "import runpy, uvloop; uvloop.install(); runpy.run_module('filtermail', "
+        code += "run_name='__main__')"
+        args += ["-c", code, str(ini), "outgoing", "--port", str(port)]
+    else:
+        args += ["-m", "filtermail", str(ini), "outgoing", "--port", str(port)]
     args += ["--reinject-port", str(reinject)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = open(tmp / "filtermail.log", "wb")  # noqa: SIM115
@@ -292,6 +297,7 @@ def main() -> int:
     parser.add_argument("--clients", default="1,16,64")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--profile", help="write filtermail's cProfile stats here")
+    parser.add_argument("--uvloop", action="store_true", help="run filtermail on uvloop")
     parser.add_argument("--pyspy", help="sample filtermail with py-spy: collapsed stacks here")
     args = parser.parse_args()
     ctx = get_context("spawn")
@@ -301,7 +307,7 @@ def main() -> int:
     sink.start()
     ready.wait(10)
     with tempfile.TemporaryDirectory(prefix="fm-profile-") as tmp:
-        proc = start_filtermail(Path(tmp), port, sink_port, args.profile)
+        proc = start_filtermail(Path(tmp), port, sink_port, args.profile, args.uvloop)
         try:
             time.sleep(0.5)
             print(f"filtermail idle RSS {rss_mb(proc.pid):.1f} MB")
