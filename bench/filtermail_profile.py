@@ -31,7 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SENDER = "alice@example.org"
-RCPT = "bob@example.net"
+RCPT = "bob@example.net"  # outgoing: another relay's user
+LOCAL_RCPT = "bob@example.org"  # incoming: an account of this relay
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -142,11 +143,11 @@ def run_sink(port: int, ready) -> None:
 class ClientProtocol(asyncio.Protocol):
     """EHLO, MAIL, RCPT, DATA, the message, QUIT: each after the previous reply."""
 
-    def __init__(self, payload: bytes, done: asyncio.Future):
+    def __init__(self, payload: bytes, rcpt: str, done: asyncio.Future):
         self.steps = [
             b"EHLO postfix\r\n",
             f"MAIL FROM:<{SENDER}> SIZE={len(payload)}\r\n".encode(),
-            f"RCPT TO:<{RCPT}>\r\n".encode(),
+            f"RCPT TO:<{rcpt}>\r\n".encode(),
             b"DATA\r\n",
             payload + b".\r\n",
             b"QUIT\r\n",
@@ -186,13 +187,15 @@ class ClientProtocol(asyncio.Protocol):
             self.done.set_result(f"lost after {self.codes}")
 
 
-async def _one(loop, port: int, payload: bytes) -> str | None:
+async def _one(loop, port: int, payload: bytes, rcpt: str) -> str | None:
     done = loop.create_future()
-    await loop.create_connection(lambda: ClientProtocol(payload, done), "127.0.0.1", port)
+    await loop.create_connection(lambda: ClientProtocol(payload, rcpt, done), "127.0.0.1", port)
     return await done
 
 
-def run_clients(port: int, payload: bytes, clients: int, seconds: float, results) -> None:
+def run_clients(
+    port: int, payload: bytes, rcpt: str, clients: int, seconds: float, results
+) -> None:
     async def main():
         loop = asyncio.get_running_loop()
         counts = {"ok": 0, "errors": 0, "first_error": None}
@@ -201,7 +204,7 @@ def run_clients(port: int, payload: bytes, clients: int, seconds: float, results
         async def worker():
             while loop.time() < stop_at:
                 try:
-                    error = await _one(loop, port, payload)
+                    error = await _one(loop, port, payload, rcpt)
                 except OSError as exc:
                     error = str(exc)
                 if error is None:
@@ -235,8 +238,12 @@ def rss_mb(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
 
 
-def start_filtermail(tmp: Path, port: int, reinject: int, profile: str | None, uvloop: bool):
-    (tmp / "mail").mkdir()
+def start_filtermail(
+    tmp: Path, port: int, reinject: int, profile: str | None, uvloop: bool, direction: str
+):
+    (tmp / "mail" / LOCAL_RCPT).mkdir(parents=True)
+    (tmp / "mail" / LOCAL_RCPT / "password").write_text("{PLAIN}x")
+    (tmp / "mail" / LOCAL_RCPT / "enforceE2EEincoming").write_text("")
     ini = tmp / "chatmail.ini"
     ini.write_text(
         "[params]\nmail_domain = example.org\n"
@@ -250,9 +257,9 @@ def start_filtermail(tmp: Path, port: int, reinject: int, profile: str | None, u
     if uvloop:  # the same entry point, on uvloop's event loop (must be installed)
         code = "import runpy, uvloop; uvloop.install(); runpy.run_module('filtermail', "
         code += "run_name='__main__')"
-        args += ["-c", code, str(ini), "outgoing", "--port", str(port)]
+        args += ["-c", code, str(ini), direction, "--port", str(port)]
     else:
-        args += ["-m", "filtermail", str(ini), "outgoing", "--port", str(port)]
+        args += ["-m", "filtermail", str(ini), direction, "--port", str(port)]
     args += ["--reinject-port", str(reinject)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = open(tmp / "filtermail.log", "wb")  # noqa: SIM115
@@ -268,10 +275,10 @@ def start_filtermail(tmp: Path, port: int, reinject: int, profile: str | None, u
     return proc
 
 
-def measure(pid: int, port: int, payload: bytes, clients: int, seconds: float) -> dict:
+def measure(pid: int, port: int, payload: bytes, rcpt: str, clients: int, seconds: float) -> dict:
     ctx = get_context("spawn")
     results = ctx.Queue()
-    client = ctx.Process(target=run_clients, args=(port, payload, clients, seconds, results))
+    client = ctx.Process(target=run_clients, args=(port, payload, rcpt, clients, seconds, results))
     user0, sys0 = cpu_times(pid)
     faults0 = minor_faults(pid)
     client.start()
@@ -297,6 +304,7 @@ def main() -> int:
     parser.add_argument("--clients", default="1,16,64")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--profile", help="write filtermail's cProfile stats here")
+    parser.add_argument("--direction", choices=("outgoing", "incoming"), default="outgoing")
     parser.add_argument("--uvloop", action="store_true", help="run filtermail on uvloop")
     parser.add_argument("--pyspy", help="sample filtermail with py-spy: collapsed stacks here")
     args = parser.parse_args()
@@ -307,14 +315,17 @@ def main() -> int:
     sink.start()
     ready.wait(10)
     with tempfile.TemporaryDirectory(prefix="fm-profile-") as tmp:
-        proc = start_filtermail(Path(tmp), port, sink_port, args.profile, args.uvloop)
+        proc = start_filtermail(
+            Path(tmp), port, sink_port, args.profile, args.uvloop, args.direction
+        )
+        rcpt = RCPT if args.direction == "outgoing" else LOCAL_RCPT
         try:
             time.sleep(0.5)
             print(f"filtermail idle RSS {rss_mb(proc.pid):.1f} MB")
             for size in args.size:
                 payload = message(size)
                 # warm-up: imports, the first reinjection connections
-                measure(proc.pid, port, payload, 4, 0.5)
+                measure(proc.pid, port, payload, rcpt, 4, 0.5)
                 for clients in map(int, args.clients.split(",")):
                     spy = None
                     if args.pyspy:
@@ -336,7 +347,7 @@ def main() -> int:
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
                         )
-                    c = measure(proc.pid, port, payload, clients, args.seconds)
+                    c = measure(proc.pid, port, payload, rcpt, clients, args.seconds)
                     if spy is not None:
                         spy.wait()
                     rate = c["ok"] / c["elapsed"]

@@ -1,7 +1,10 @@
 """filtermail's SMTP hooks (``filtermail.smtpserver`` calls them): each verb wired to its decision.
 
 MAIL FROM: the size the client announces, then (outgoing) the sender's rate limit. RCPT TO: an
-address of the relay's domain must name an account (checked in a thread: it reads the disk).
+address of the relay's domain must name an account (two ``stat`` calls in the mailboxes
+directory, made on the event loop: about 16 µs with the directory in the dentry cache, as it
+is on a relay whose Dovecot serves those accounts, against about 250 µs of CPU for handing them
+to a thread, a third of an incoming message's cost; Postfix asks for every incoming message).
 DATA: ``filtermail.policy.decide`` on the message, the outgoing header rewrite
 (``filtermail.privacy``) and DKIM, then the reinjection, whose reply is the answer. Decisions
 on messages above the spool's memory threshold run in a small thread pool, so a large message
@@ -101,8 +104,8 @@ class Filter:
     async def handle_RCPT(self, envelope: FilterEnvelope, address: str, options: list[str]) -> str:
         own = address.rpartition("@")[2].lower() == self.settings.addr_domain.lower()
         refusal, enforces = None, True
-        if own:  # reads the mailboxes directory
-            refusal, enforces = await asyncio.to_thread(self._recipient, address)
+        if own:  # stats in the mailboxes directory, on the loop (see the module docstring)
+            refusal, enforces = self._recipient(address)
         if refusal is not None:
             log.warning("%s 550: %s", self.direction, refusal.why)
             return refusal.reply
