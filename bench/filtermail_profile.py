@@ -361,8 +361,8 @@ def main() -> int:
                         f"{100 * c['cpu'] / c['elapsed']:.0f}%"
                         f" CPU, peak RSS {c['peak']:.1f} MB{err}"
                     )
-            time.sleep(1.0)
-            print(f"filtermail RSS after {rss_mb(proc.pid):.1f} MB")
+            time.sleep(3.0)
+            print(f"filtermail RSS 3 s after the load {rss_mb(proc.pid):.1f} MB")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)

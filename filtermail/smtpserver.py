@@ -170,7 +170,7 @@ class FilterSMTP(asyncio.BufferedProtocol):
                 await self._writable
             try:
                 line = await self._read_line()
-            except (ConnectionError, asyncio.IncompleteReadError):
+            except (OSError, asyncio.IncompleteReadError):  # the connection failed or ended
                 return
             try:
                 reply = await self._command(line)
