@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         logging.getLogger("filtermail").error("%s", exc)
         return 2
-    # the server's imports (aiosmtpd, email) only now: a bad command line fails fast
+    # the server's imports (email, ctypes) only now: a bad command line fails fast
     from .server import Ports, Settings, dkim_parts, serve
 
     defaults = Ports.from_config(cfg, args.direction)

@@ -104,7 +104,9 @@ def load_libgcrypt_crc24() -> Callable[[bytes], int] | None:
     def libgcrypt_crc24(data: bytes) -> int:
         """The CRC-24 of ``data``: libgcrypt writes it as three octets, most significant first."""
         out = ctypes.create_string_buffer(3)
-        hash_buffer(GCRY_MD_CRC24_RFC2440, out, bytes(data), len(data))
+        hash_buffer(
+            GCRY_MD_CRC24_RFC2440, out, data if type(data) is bytes else bytes(data), len(data)
+        )
         return int.from_bytes(out.raw, "big")
 
     sample, expected = TEST_VECTOR

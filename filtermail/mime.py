@@ -39,7 +39,23 @@ _HEAD = re.compile(rb"(?:[!-9;-~]+:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)*")
 _PLAIN_ENCODINGS = ("", "7bit", "8bit", "binary")  # RFC 2045 §6: bodies taken as they are
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
 _FOLD = re.compile(r"\r\n|\r|\n")
+# one header field of a clean block: name, then the value from its first non-blank character
+# (compat32 strips blanks after the colon) through its continuation lines, line ends included
+_FIELD = re.compile(rb"([!-9;-~]+):[ \t]*([^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)")
+_CONTENT_FIELDS = (b"content-type", b"content-transfer-encoding")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 _DELIMITER_END = re.compile(rb"(--)?[ \t]*\r?(?:\n|\Z)")
+# RFC 5322 §3.4: one mailbox whose addr-spec is a dot-atom at a dot-atom, bare or in angle
+# brackets after a display name of atoms and plain quoted strings: what chat clients write in
+# From:. Parsing it with the header registry costs about 0.1 ms; any other form (comments,
+# IP literals, quoted local parts, groups, lists) still goes there.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+# possessive: the display name never backtracks (no regex blow-up on a long hostile one)
+_PHRASE = r'(?:[A-Za-z0-9!#$%&\'*+/=?^_`{|}~ \t-]++|"[ !#-\[\]-~]*+")*+'
+_SIMPLE_MAILBOX = re.compile(
+    rf"[ \t]*(?:{_PHRASE}<({_DOT_ATOM}@{_DOT_ATOM})>|({_DOT_ATOM}@{_DOT_ATOM}))[ \t]*"
+)
 
 
 # The email package parses MIME header fields (Content-Type and its kin) in superlinear time and
@@ -84,12 +100,26 @@ def head(data: bytes) -> Message:
     return BytesParser(policy=policy.compat32).parsebytes(data, headersonly=True)
 
 
+def simple_mailbox(value: str) -> str | None:
+    """The addr-spec of ``value`` if it is one plain mailbox (see ``_SIMPLE_MAILBOX``)."""
+    match = _SIMPLE_MAILBOX.fullmatch(value)
+    if match is None:
+        return None
+    addr = match.group(1) or match.group(2)
+    # the header registry decodes what looks like an RFC 2047 encoded word even there
+    return None if "=?" in addr else addr
+
+
 def addresses(msg: Message, name: str) -> list[str]:
     """The lowercase addr-specs in header ``name`` (none if it is missing or unparseable)."""
     try:
         header = msg[name]
         if header is not None and not hasattr(header, "addresses"):  # a compat32 value
-            header = policy.default.header_factory(name, _FOLD.sub("", str(header)))
+            value = _FOLD.sub("", str(header))
+            simple = simple_mailbox(value)
+            if simple is not None:
+                return [simple.lower()]
+            header = policy.default.header_factory(name, value)
         found = [] if header is None else [a.addr_spec for a in header.addresses]
     except (AttributeError, IndexError, TypeError, ValueError):
         return []
@@ -164,7 +194,7 @@ def _two_plain_parts(msg: Message, body: bytes) -> list[tuple[str, bytes]] | Non
         return None
     if not boundary.isascii():  # RFC 2046 §5.1.1: bcharsnospace are ASCII
         return None
-    if body.count(b"\r") != body.count(b"\r\n"):  # the feed parser also ends lines at a lone CR
+    if _LONE_CR.search(body):  # the feed parser also ends lines at a lone CR
         return None
     bodies = _split_multipart(body, boundary.encode("ascii"))
     if bodies is None or len(bodies) != 2:
@@ -175,12 +205,32 @@ def _two_plain_parts(msg: Message, body: bytes) -> list[tuple[str, bytes]] | Non
         split = split_head(part)
         if split is None:
             return None
-        headers = _HEADER_PARSER.parsebytes(split[0])
-        encoding = str(headers.get("content-transfer-encoding", "")).strip().lower()
-        if headers.get_content_type() != expected or encoding not in _PLAIN_ENCODINGS:
+        fields = _content_fields(split[0])
+        if fields is None:
+            return None
+        content_type, encoding = fields
+        if content_type != expected or encoding not in _PLAIN_ENCODINGS:
             return None
         parts.append((expected, split[1]))
     return parts
+
+
+def _content_fields(block: bytes) -> tuple[str, str] | None:
+    """(content type, transfer encoding) of a ``split_head`` header block, as the compat32 header
+    parser reads them (``get_content_type()``, lowercased ``Content-Transfer-Encoding``), without
+    building a message: a part's few header lines cost more through the feed parser than all the
+    rest of the check of a small message. None if the block is not ASCII."""
+    if not block.isascii():
+        return None
+    values: dict[bytes, str] = {}
+    for field in _FIELD.finditer(block):  # the block is nothing but such fields (split_head)
+        name = field.group(1).lower()
+        if name in _CONTENT_FIELDS and name not in values:  # the first one counts
+            values[name] = field.group(2).decode("ascii").rstrip("\r\n")
+    content_type = values.get(b"content-type", "").partition(";")[0].strip().lower()
+    if content_type.count("/") != 1:  # RFC 2045 §5.2: missing or invalid is text/plain
+        content_type = "text/plain"
+    return content_type, values.get(b"content-transfer-encoding", "").strip().lower()
 
 
 def _delimiters(body: bytes, boundary: bytes) -> Iterator[tuple[int, int, bool]]:
@@ -207,9 +257,8 @@ def _split_multipart(body: bytes, boundary: bytes) -> list[bytes] | None:
     parts: list[bytes] = []
     start = None  # where the current part's content begins
     for at, end, close in _delimiters(body, boundary):
-        if start is not None and at > start:
-            content = body[start:at]
-            parts.append(content[:-2] if content.endswith(b"\r\n") else content[:-1])
+        if start is not None and at > start:  # one copy of the part, not two
+            parts.append(body[start : at - (2 if body.endswith(b"\r\n", start, at) else 1)])
         if close:
             return parts if start is not None else None
         start = end

@@ -1,8 +1,7 @@
 """What filtermail lets through: pure decisions, from the envelope, the message and mailbox facts.
 
 The server asks three questions and sends the answer as its SMTP reply; nothing here reads a
-socket, and the only thing read from disk is behind ``Mailboxes`` (the server calls it in a
-thread):
+socket, and the only thing read from disk is behind ``Mailboxes`` (a ``stat`` or two):
 
 * ``recipient_refusal`` at RCPT TO: an address in the relay's own domain must name an account.
 * ``decide`` after DATA. Outgoing mail (from the relay's users) passes if its From: is the
@@ -63,7 +62,8 @@ def _refused(why: str) -> Decision:
 
 
 class Mailboxes:
-    """The facts about accounts that decisions need; they read the disk (call in a thread)."""
+    """The facts about accounts that decisions need: a ``stat`` or two in the mailboxes
+    directory (filtermail's handler calls them on its event loop, see filtermail.handler)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

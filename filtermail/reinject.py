@@ -3,11 +3,14 @@
 filtermail answers its client (Postfix's before-queue proxy) only with what Postfix's
 reinjection listener (``postfix_reinject_port[_incoming]`` on 127.0.0.1) said about the same
 message, so nothing is acknowledged that Postfix has not taken: its refusal is relayed as it
-is, and a connection failure becomes ``451 4.3.0``. Connections are kept and reused (a
-transaction ends with its final reply; RSET after a refused one), which spares a connect and
-an EHLO per message. With PIPELINING advertised (RFC 2920), MAIL, RCPT and DATA go out in one
-write. The message goes out as it came in, dot-stuffed, in pieces, so a large one is streamed
-from filtermail's spool and never held whole.
+is, and a connection failure becomes ``451 4.3.0``. At most ``connections`` connections are
+open; they are kept and reused (a transaction ends with its final reply; RSET after a refused
+one), which spares a connect and an EHLO per message, and a message finding all of them busy
+waits for one (each is busy for a fraction of a millisecond on loopback: opening one more
+would cost more than the wait, and each holds one of Postfix's smtpd processes). With
+PIPELINING advertised (RFC 2920), MAIL, RCPT and DATA go out in one write. The message goes
+out as it came in, dot-stuffed, in pieces, so a large one is streamed from filtermail's spool
+and never held whole.
 """
 
 from __future__ import annotations
@@ -156,26 +159,29 @@ class Connection:
 
 
 class Reinjector:
-    """Sends messages to ``host:port`` over at most ``max_idle`` kept connections (and more
-    while more messages are in flight)."""
+    """Sends messages to ``host:port`` over at most ``connections`` kept connections."""
 
     def __init__(
         self,
         host: str,
         port: int,
         *,
-        max_idle: int = 8,
+        connections: int = 16,
         idle_timeout: float = 30.0,
         timeout: float = 60.0,
         helo: str = "localhost",
     ) -> None:
         self.host, self.port, self.helo = host, port, helo
-        self.max_idle, self.idle_timeout, self.timeout = max_idle, idle_timeout, timeout
+        self.idle_timeout, self.timeout = idle_timeout, timeout
+        self._slots = asyncio.Semaphore(connections)
         self._idle: list[Connection] = []
 
     async def send(self, tx: Transaction, pieces: AsyncIterator[bytes]) -> Reply:
         """Postfix's reply to the message, or 451 if it could not be asked."""
-        watched = _Watched(pieces)
+        async with self._slots:
+            return await self._send(tx, _Watched(pieces))
+
+    async def _send(self, tx: Transaction, watched: _Watched) -> Reply:
         for attempt in (1, 2):
             conn = self._take_idle()
             fresh = conn is None
@@ -193,6 +199,10 @@ class Reinjector:
                     continue
                 log.error("reinjection to %s:%d failed: %s", self.host, self.port, _describe(exc))
                 return Reply(451, "4.3.0 Could not hand the message on, try again later")
+            except BaseException:  # cancelled (the client went away): the transaction is open
+                if conn is not None:
+                    conn.close()
+                raise
             self._keep(conn, reply)
             return reply
         raise AssertionError("unreachable")
@@ -207,7 +217,7 @@ class Reinjector:
         return None
 
     def _keep(self, conn: Connection, reply: Reply) -> None:
-        if conn.broken or reply.code == 421 or len(self._idle) >= self.max_idle:
+        if conn.broken or reply.code == 421:
             conn.close()
             return
         conn.idle_since = time.monotonic()

@@ -13,8 +13,6 @@ private temporary directory that is removed at exit.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import shutil
 import signal
@@ -26,20 +24,21 @@ from pathlib import Path
 from chatmaild import config
 
 from .handler import HEAVY_AT_ONCE, Filter, Signer, Verifier
+from .memory import Malloc
 from .policy import OUTGOING
 from .reinject import Reinjector
-from .smtpserver import FilterSMTP
+from .smtpserver import FilterSMTP, ServerConfig
 from .spool import private_directory
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+BACKLOG = 1024  # Postfix's proxies may connect all at once (smtpd processes, default 100)
 STOP_GRACE = 30.0  # seconds a stop waits for messages being handed on
-IDLE_TIMEOUT = 300.0  # aiosmtpd's inactivity timeout; Postfix's proxy gives up after 100 s
+IDLE_TIMEOUT = 300.0  # as aiosmtpd's inactivity timeout; Postfix's proxy gives up after 100 s
 # Checking threads hold the GIL in slices; the event loop must get it back soon (doveauth
 # measured 0.5 ms for its hashing threads; 1 ms here).
 SWITCH_INTERVAL = 0.001
-MMAP_THRESHOLD = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -110,26 +109,26 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    _return_large_buffers()
-    # aiosmtpd logs every command and peer at INFO on "mail.log": not for our log
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    malloc = Malloc()
+    malloc.configure()
     spool_dir = private_directory()
     executor = ThreadPoolExecutor(HEAVY_AT_ONCE, thread_name_prefix="filtermail-check")
     reinjector = Reinjector(LOOPBACK, ports.reinject_port, helo=settings.mail_domain)
     handler = Filter(settings, reinjector, executor, signer, verifier)
+    if malloc.tunable:
+        handler.release_memory = malloc.release
 
-    def protocol() -> FilterSMTP:
-        return FilterSMTP(
-            handler,
-            spool_dir=spool_dir,
-            max_size=settings.max_message_size,
-            hostname=settings.mail_domain,
-            ident="filtermail",
-            timeout=IDLE_TIMEOUT,
-        )
-
+    smtp = ServerConfig(
+        handler,
+        spool_dir=spool_dir,
+        max_size=settings.max_message_size,
+        hostname=settings.mail_domain,
+        timeout=IDLE_TIMEOUT,
+    )
     try:
-        server = await loop.create_server(protocol, ports.listen, ports.port, reuse_address=True)
+        server = await loop.create_server(
+            lambda: FilterSMTP(smtp), ports.listen, ports.port, reuse_address=True, backlog=BACKLOG
+        )
     except OSError as exc:
         log.error("cannot listen on %s port %d: %s", ports.listen, ports.port, exc.strerror)
         shutil.rmtree(spool_dir, ignore_errors=True)
@@ -159,19 +158,3 @@ async def _drain(handler: Filter) -> None:
     deadline = asyncio.get_running_loop().time() + STOP_GRACE
     while handler.in_flight and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
-
-
-def _return_large_buffers() -> None:
-    """Let glibc give every large buffer back to the kernel when it is freed.
-
-    glibc raises its mmap threshold each time a large block is freed, so after a burst of
-    1 MB messages their buffers come from the heap and stay in RSS. A fixed threshold keeps
-    each large buffer its own mapping, unmapped on free; a smaller trim threshold returns the
-    heap's free top as well (mallopt(3): M_MMAP_THRESHOLD -3, M_TRIM_THRESHOLD -1).
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)
-        libc.mallopt(-1, MMAP_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc: its own policy applies
-        pass

@@ -81,6 +81,8 @@ def parse_path(arg: str | None, keyword: str) -> Path:
 
 def unstuff(wire: bytes) -> bytes:
     """The message in dot-stuffed ``wire`` data: a line's leading dot removed (RFC 5321 §4.5.2)."""
+    if not wire.startswith(b".") and b"\r\n." not in wire:  # most mail: ``wire`` itself, no copy
+        return wire
     return (b"\r\n" + wire).replace(b"\r\n.", b"\r\n")[2:]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from email import policy
+from email.parser import BytesHeaderParser
 
 import pytest
 from hypothesis import given
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 from test_openpgp import PKESK3, SEIPD1, armor
 
 from filtermail.mime import (
+    _content_fields,
     addresses,
     check_encrypted,
     check_encrypted_bytes,
@@ -18,6 +21,7 @@ from filtermail.mime import (
     is_bounce,
     is_secure_join_request,
     parse,
+    simple_mailbox,
     split_head,
 )
 from filtermail.openpgp import NotEncrypted
@@ -221,6 +225,65 @@ def test_addresses_include_ip_literals_and_are_lowercase(parser):
     assert addresses(msg, "To") == ["b@[1.2.3.4]", "c@example.org"]
     assert addresses(msg, "Cc") == []
     assert addresses(parser(b"From: garbage <<<\r\n\r\n"), "From") == []
+
+
+@pytest.mark.parametrize(
+    ("value", "addr"),
+    [
+        ("<alice@example.org>", "alice@example.org"),
+        (" Alice.B@Example.org ", "Alice.B@Example.org"),
+        ('Alice "the, first" Smith <a+b@c-d.org>', "a+b@c-d.org"),
+        ("=?utf-8?q?Al=C3=ADce?= <a@b.org>", "a@b.org"),
+        ("a@[192.0.2.1]", None),
+        ("a@=?utf-8?q?b?=", None),
+        ('"a b"@c.org', None),
+        ("Dr. Who <a@b.org>", None),
+        ("a@b.org (comment)", None),
+        ("<a@b.org>, <c@d.org>", None),
+        ("a" * 100_000, None),
+    ],
+)
+def test_plain_mailboxes_skip_the_header_registry(value, addr):
+    assert simple_mailbox(value) == addr
+
+
+TOKENS = ["a", "Bc", ".", "@", "<", ">", " ", "\t", '"', ",", "(", ")", "[", "]", "\\", ":", ";"]
+
+
+@given(st.lists(st.sampled_from([*TOKENS, "x.y", "=?utf-8?q?a?=", "\u00fc", "'"]), max_size=14))
+def test_a_plain_mailbox_is_what_the_header_registry_reads(tokens):
+    value = "".join(tokens)
+    addr = simple_mailbox(value)
+    if addr is not None:
+        header = policy.default.header_factory("From", value)
+        assert [a.addr_spec for a in header.addresses] == [addr]
+
+
+FIELD_NAMES = ["Content-Type", "content-TYPE", "Content-Transfer-Encoding", "X-A", "Content-Typ"]
+VALUE_TOKENS = ["application/octet-stream", "A/B", "/", " ", "\t", ";", "q=1", "7BIT", "\u00e9"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(FIELD_NAMES),
+            st.lists(st.sampled_from([*VALUE_TOKENS, "\r\n ", "\n\t"]), max_size=6),
+            st.sampled_from(["\r\n", "\n"]),
+        ),
+        max_size=4,
+    )
+)
+def test_part_fields_are_read_as_the_header_parser_reads_them(fields):
+    block = "".join(f"{name}:{''.join(value)}{end}" for name, value, end in fields).encode()
+    if split_head(block + b"\r\nbody") != (block, b"body"):
+        return  # not a clean block: the email package parses such a part
+    got = _content_fields(block)
+    if not block.isascii():
+        assert got is None
+        return
+    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(block)
+    encoding = str(headers.get("content-transfer-encoding", "")).strip().lower()
+    assert got == (headers.get_content_type(), encoding)
 
 
 @given(st.binary(max_size=3000))
