@@ -174,11 +174,13 @@ class RelayFigure:
     idle_pss: dict[str, tuple[int, int]]
     accepted: int
     delivered: int
+    dkim: bool
 
 
-def figure_relay(setup: Setup, body: bytes, d: Durations) -> RelayFigure:
+def figure_relay(setup: Setup, body: bytes, d: Durations, dkim: bool) -> RelayFigure:
     before = delivered(setup.mailboxes)
-    with running_relay(setup, NO_LIMITS) as relay, running_limit_postfix(setup, relay) as limit:
+    extra = NO_LIMITS + f"dkim_sign = {str(dkim).lower()}\n"
+    with running_relay(setup, extra) as relay, running_limit_postfix(setup, relay) as limit:
         programs = program_pids(relay.layout)
         shared = {"filtermail": programs["filtermail-outgoing"], "Dovecot": programs["dovecot"]}
         arms = (
@@ -208,7 +210,7 @@ def figure_relay(setup: Setup, body: bytes, d: Durations) -> RelayFigure:
         for n in range(d.relay_rounds):
             for arm in arms if n % 2 == 0 else arms[::-1]:
                 arrived = run(arm, d.relay_round)
-    return RelayFigure(arms, idle_rss, idle_pss, sum(arm.accepted for arm in arms), arrived)
+    return RelayFigure(arms, idle_rss, idle_pss, sum(arm.accepted for arm in arms), arrived, dkim)
 
 
 # -- figures 2-4: filtermail alone, between clients and a sink ----------------------------------
@@ -407,7 +409,8 @@ def print_relay(f: RelayFigure, d: Durations) -> None:
     say(
         f"Figure 1: {CHAT_CLIENTS} chat clients (SMTP AUTH, implicit TLS on submissions, one "
         f"connection each) sending {SIZE_NAMES[SMALL]} encrypted messages to local accounts, "
-        f"{d.relay_rounds} alternating rounds of {d.relay_round:g}s per arm"
+        f"{d.relay_rounds} alternating rounds of {d.relay_round:g}s per arm; DKIM signing "
+        f"{'on (a domain relay)' if f.dkim else 'off (as on an IP-only relay)'}"
     )
     rows = []
     for arm in f.arms:
@@ -590,6 +593,12 @@ def print_goals(relay: RelayFigure, f: FilterFigures, d: Durations) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds per figure")
+    parser.add_argument(
+        "--relay-dkim",
+        choices=("on", "off"),
+        default="on",
+        help="DKIM signing in figure 1's relay (default on, as a domain relay signs)",
+    )
     args = parser.parse_args(argv)
     d = QUICK if args.quick else FULL
     title = "filtermail benchmark"
@@ -601,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  messages: GnuPG-encrypted RFC 3156, about {sizes} with their header")
         noting = report.noting_other_load
         with noting(setup.other):
-            relay = figure_relay(setup, bodies[SMALL], d)
+            relay = figure_relay(setup, bodies[SMALL], d, dkim=args.relay_dkim == "on")
             print_relay(relay, d)
         with noting(setup.other):
             filters = figures_filtermail(setup, bodies, d)
