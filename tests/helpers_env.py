@@ -30,7 +30,17 @@ def require_root() -> None:
     require(os.geteuid() == 0, "needs root (starts Dovecot and runs daemons as vmail)")
 
 
+# ports handed out in this test session: the kernel may offer a just-released port again, and
+# a relay given the same port twice for two listeners refuses to start
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that nothing listens on, never the same twice in one session."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given:
+            _given.add(port)
+            return port
