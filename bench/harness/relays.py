@@ -41,11 +41,16 @@ class Relay:
     config: chatmail_config.Config
 
 
+# every port handed out by free_ports in this run: the kernel may offer a released one again
+_given: list[int] = []
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` different free loopback ports."""
+    """``count`` free loopback ports, none handed out before in this run."""
     ports: list[int] = []
     for _ in range(count):
-        ports.append(free_port(ports))
+        ports.append(free_port(_given))
+        _given.append(ports[-1])
     return ports
 
 
