@@ -70,3 +70,29 @@ def relay():
     running = start_relay()
     yield running
     stop_relay(running)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory):
+    """A DKIM key of example.org (dkimmail.py), made by Debian's openssl."""
+    from dkimmail import make_key
+
+    return make_key(tmp_path_factory.mktemp("dkim"))
+
+
+@pytest.fixture(scope="module")
+def other_key(tmp_path_factory):
+    """Another DKIM key for the same name: a signature made with it does not verify."""
+    from dkimmail import make_key
+
+    return make_key(tmp_path_factory.mktemp("dkim-other"))
+
+
+@pytest.fixture(scope="module")
+def sink():
+    """An SMTP server playing Postfix's reinjection listener for filtermail (filtermails.py)."""
+    from filtermails import Sink
+
+    sink = Sink()
+    yield sink
+    sink.stop()

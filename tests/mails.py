@@ -1,16 +1,57 @@
-"""Messages for filtermail's component tests, shaped as Delta Chat sends them.
+"""Messages shaped as Delta Chat sends them, for tests that talk SMTP to filtermail or a relay.
 
 The encrypted ones carry a hand-built OpenPGP stream (a session key packet, then one SEIPD of
-random bytes), as tests/unit/test_openpgp.py builds them; GnuPG's own output is tested there
-and in the component tests that ask for ``gpg``.
+random bytes), as tests/unit/test_openpgp.py builds them, or what ``Gpg`` (Debian's GnuPG,
+a fresh home and key) encrypted.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from helpers_env import require_binary
 
 from filtermail.openpgp import BEGIN, END, crc24
+
+
+class Gpg:
+    """GnuPG with its own home and one Curve25519 key; ``close()`` stops its agent."""
+
+    def __init__(self, uid: str = "test@example.org") -> None:
+        self.binary = require_binary("gpg")
+        self.home = Path(tempfile.mkdtemp(prefix="chatmail-gnupg-"))
+        self.home.chmod(0o700)
+        self.uid = uid
+        self.run("--quick-gen-key", uid, "future-default", "default", "never")
+
+    def run(self, *args: str, data: bytes = b"") -> bytes:
+        home = ("--homedir", str(self.home), "--batch", "--yes")
+        unattended = ("--pinentry-mode", "loopback", "--passphrase", "")
+        return subprocess.run(
+            [self.binary, *home, *unattended, *args],
+            input=data,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+
+    def encrypt(self, data: bytes) -> str:
+        return self.run("--armor", "--encrypt", "--recipient", self.uid, data=data).decode()
+
+    def close(self) -> None:
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"], check=False)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _to(rcpt: str | Sequence[str]) -> str:
+    return ", ".join(f"<{r}>" for r in ([rcpt] if isinstance(rcpt, str) else rcpt))
 
 
 def _packet(tag: int, body: bytes) -> bytes:
@@ -30,28 +71,28 @@ def armored(size: int = 200, crc: bool = True) -> str:
 
 def encrypted(
     sender: str,
-    rcpt: str,
+    rcpt: str | Sequence[str],
     armor: str | None = None,
     subject: str = "[...]",
     received: str = "from client (unknown [203.0.113.7]) by relay with ESMTPSA id 4AB",
 ) -> bytes:
     """An RFC 3156 message; ``received`` adds a Received field as submission's smtpd would."""
     head = f"Received: {received}\r\n" if received else ""
+    armor = (armor or armored()).replace("\r\n", "\n").replace("\n", "\r\n")
     return (
-        f"{head}From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: {subject}\r\n"
-        "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <m1@localhost>\r\n"
+        f"{head}From: <{sender}>\r\nTo: {_to(rcpt)}\r\nSubject: {subject}\r\n"
+        f"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <{uuid.uuid4()}@localhost>\r\n"
         "Chat-Version: 1.0\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";\r\n'
         ' boundary="b1"\r\n\r\n'
         "--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n"
         '--b1\r\nContent-Type: application/octet-stream; name="encrypted.asc"\r\n\r\n'
-        f"{armor or armored()}"
-        "--b1--\r\n"
+        f"{armor}--b1--\r\n"
     ).encode()
 
 
-def plain(sender: str, rcpt: str, body: str = "hello") -> bytes:
-    return f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: hi\r\n\r\n{body}\r\n".encode()
+def plain(sender: str, rcpt: str | Sequence[str], body: str = "hello") -> bytes:
+    return f"From: <{sender}>\r\nTo: {_to(rcpt)}\r\nSubject: hi\r\n\r\n{body}\r\n".encode()
 
 
 def setup_message(addr: str) -> bytes:

@@ -13,7 +13,7 @@ import time
 import dns.message
 import dns.query
 import pytest
-from dkimmail import DOMAIN, KEY_NAME, SELECTOR, chat_message, make_key, sized_message
+from dkimmail import DOMAIN, KEY_NAME, SELECTOR, chat_message, sized_message
 from dnsserver import DnsServer
 from helpers_env import require_binary
 from hypothesis import given, settings
@@ -23,16 +23,6 @@ from filtermail.dkim import Signer, Verdict, Verifier
 
 TIMEOUT = 1.0
 LOOKUP_FAILED = Verdict(False, 451, "4.7.5 DKIM key lookup failed, try again later")
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory):
-    return make_key(tmp_path_factory.mktemp("dkim"))
-
-
-@pytest.fixture(scope="module")
-def other_key(tmp_path_factory):
-    return make_key(tmp_path_factory.mktemp("dkim-other"))
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,12 @@ from __future__ import annotations
 import smtplib
 
 import pytest
-from filtermails import IP_DOMAIN, Sink, start_filtermail
+from filtermails import IP_DOMAIN, start_filtermail
 from mails import bounce, encrypted, plain
 
 STRICT = f"strict@{IP_DOMAIN}"
 RELAXED = f"relaxed@{IP_DOMAIN}"
 RELAXED2 = f"relaxed2@{IP_DOMAIN}"
-
-
-@pytest.fixture(scope="module")
-def sink():
-    sink = Sink()
-    yield sink
-    sink.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import smtplib
 import subprocess
 
 import pytest
-from filtermails import IP_DOMAIN, Sink, start_filtermail
+from filtermails import IP_DOMAIN, start_filtermail
 from helpers_env import require_binary
 from mails import armored, encrypted, plain, setup_message
 
@@ -15,13 +15,6 @@ MAX_SIZE = 2 * 1024 * 1024
 BURST = 3
 SYMMETRIC = ("--passphrase", "pw", "--armor", "--symmetric")
 ENCRYPTION_NEEDED = (523, b"Encryption Needed: Invalid Unencrypted Mail")
-
-
-@pytest.fixture(scope="module")
-def sink():
-    sink = Sink()
-    yield sink
-    sink.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
-import importlib.util
 import os
 import re
 import secrets
@@ -23,12 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_env import IN_CI, require, require_binary, require_root
-
-if importlib.util.find_spec("deltachat_rpc_client") is None and not IN_CI:
-    pytest.skip("pip install '.[test]' (deltachat-rpc-client)", allow_module_level=True)
-
-from dc import Device, Login, UpRelay, rpc_server_path  # after the check: needs the client
+from dc import Device, Login, UpRelay, rpc_server_path  # deltachat-rpc-client: the test extra
+from helpers_env import require, require_binary, require_root
 
 TLS = ssl._create_unverified_context()  # the relay's self-signed certificate
 DELIVERY_TIMEOUT = 15

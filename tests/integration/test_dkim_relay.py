@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from dnsserver import DnsServer
 from helpers_env import require_binary
-from mailmaker import Gpg, encrypted_mail, plain_mail
+from mails import Gpg, encrypted, plain
 from relays import start_relay, stop_relay, wait_for
 
 from filtermail.dkim import Signer, generate_key
@@ -67,7 +67,7 @@ def refusal(relay, sender: str, rcpt: str, data: bytes) -> tuple[int, bytes]:
 def test_signed_encrypted_mail_from_another_relay_is_delivered(world):
     relay, _dns, signer, gpg, _ = world
     bob = new_account(relay)
-    data = encrypted_mail("carol@other.example", [bob], gpg.encrypt(b"hello"))
+    data = encrypted("carol@other.example", [bob], gpg.encrypt(b"hello"), received="")
     assert relay_in(relay, "carol@other.example", bob, signer.sign(data) + data) == {}
     maildir = relay.cfg.mailboxes_dir / bob / "new"
     wait_for(lambda: list(maildir.iterdir()) if maildir.exists() else None, 10, "delivery")
@@ -76,7 +76,7 @@ def test_signed_encrypted_mail_from_another_relay_is_delivered(world):
 def test_unsigned_mail_is_refused(world):
     relay, _dns, _signer, gpg, _ = world
     bob = new_account(relay)
-    data = encrypted_mail("carol@other.example", [bob], gpg.encrypt(b"hello"))
+    data = encrypted("carol@other.example", [bob], gpg.encrypt(b"hello"), received="")
     code, text = refusal(relay, "carol@other.example", bob, data)
     assert code == 550 and text.startswith(b"5.7.1") and b"DKIM" in text
 
@@ -85,11 +85,11 @@ def test_forged_mail_is_refused(world):
     relay, _dns, signer, gpg, _ = world
     bob = new_account(relay)
     # signed by other.example, but From: claims another domain
-    forged = encrypted_mail("mallory@example.net", [bob], gpg.encrypt(b"hi"))
+    forged = encrypted("mallory@example.net", [bob], gpg.encrypt(b"hi"), received="")
     code, text = refusal(relay, "mallory@example.net", bob, signer.sign(forged) + forged)
     assert code == 550 and b"5.7.1" in text
     # signed, then changed on the way
-    data = encrypted_mail("carol@other.example", [bob], gpg.encrypt(b"hi"))
+    data = encrypted("carol@other.example", [bob], gpg.encrypt(b"hi"), received="")
     tampered = signer.sign(data) + data.replace(b"Version: 1", b"Version: 1 ")
     code, text = refusal(relay, "carol@other.example", bob, tampered)
     assert code == 550 and b"does not verify" in text
@@ -98,7 +98,7 @@ def test_forged_mail_is_refused(world):
 def test_plaintext_is_refused_before_any_dkim_check(world):
     relay, _dns, signer, _gpg, _ = world
     bob = new_account(relay)
-    data = plain_mail("carol@other.example", [bob], "hello")
+    data = plain("carol@other.example", [bob], "hello")
     code, _ = refusal(relay, "carol@other.example", bob, signer.sign(data) + data)
     assert code == 523
 
@@ -106,7 +106,7 @@ def test_plaintext_is_refused_before_any_dkim_check(world):
 def test_a_failing_dns_lookup_defers_with_4xx(world):
     relay, dns, signer, gpg, strings = world
     bob = new_account(relay)
-    data = encrypted_mail("carol@other.example", [bob], gpg.encrypt(b"hello"))
+    data = encrypted("carol@other.example", [bob], gpg.encrypt(b"hello"), received="")
     signed = signer.sign(data) + data
     dns.stop()  # the resolver is gone: lookups time out
     try:

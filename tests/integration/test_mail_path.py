@@ -17,7 +17,7 @@ import time
 
 import dkim
 import pytest
-from mailmaker import Gpg, encrypted_mail, plain_mail
+from mails import Gpg, encrypted, plain
 from relays import Relay, start_relay, stop_relay, wait_for
 
 from relay import supervise
@@ -96,7 +96,7 @@ def split(message: bytes) -> tuple[bytes, bytes]:
 
 def test_encrypted_mail_is_delivered_intact_apart_from_the_documented_changes(relay, gpg):
     alice, bob = new_account(relay), new_account(relay)
-    sent = encrypted_mail(alice, [bob], gpg.encrypt(b"hi bob"), subject="secret subject")
+    sent = encrypted(alice, [bob], gpg.encrypt(b"hi bob"), subject="secret subject", received="")
     assert submit(relay, alice, [bob], sent) == {}
     (got,) = inbox(relay, bob)
     head, body = split(got)
@@ -119,7 +119,7 @@ def test_encrypted_mail_is_delivered_intact_apart_from_the_documented_changes(re
 @pytest.mark.parametrize("port", ["submissions", "submission", "smtp"])
 def test_plaintext_is_refused_with_523_on_every_port(relay, port):
     alice, bob = new_account(relay), new_account(relay)
-    data = plain_mail(alice, [bob], PLAIN_MARKER)
+    data = plain(alice, [bob], PLAIN_MARKER)
     with pytest.raises(smtplib.SMTPDataError) as refused:
         if port == "smtp":
             relay_in(relay, "someone@other.example", [bob], data)
@@ -133,7 +133,7 @@ def test_plaintext_is_refused_with_523_on_every_port(relay, port):
 def test_unknown_local_recipient_is_refused_at_rcpt(relay, gpg, port):
     alice = new_account(relay)
     nobody = "nobody1234@example.org"
-    data = encrypted_mail(alice, [nobody], gpg.encrypt(b"x"))
+    data = encrypted(alice, [nobody], gpg.encrypt(b"x"), received="")
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
         if port == "smtp":
             relay_in(relay, "someone@other.example", [nobody], data)
@@ -144,7 +144,7 @@ def test_unknown_local_recipient_is_refused_at_rcpt(relay, gpg, port):
 
 def test_from_header_must_be_the_sender(relay, gpg):
     alice, bob = new_account(relay), new_account(relay)
-    data = encrypted_mail(bob, [bob], gpg.encrypt(b"x"))  # From: bob, sent by alice
+    data = encrypted(bob, [bob], gpg.encrypt(b"x"), received="")  # From: bob, sent by alice
     with pytest.raises(smtplib.SMTPDataError) as refused:
         submit(relay, alice, [bob], data)
     assert 500 <= refused.value.smtp_code < 600
@@ -152,7 +152,7 @@ def test_from_header_must_be_the_sender(relay, gpg):
 
 def test_encrypted_mail_from_another_relay_is_delivered(relay, gpg):
     bob = new_account(relay)
-    data = encrypted_mail("carol@other.example", [bob], gpg.encrypt(b"from afar"))
+    data = encrypted("carol@other.example", [bob], gpg.encrypt(b"from afar"), received="")
     assert relay_in(relay, "carol@other.example", [bob], data) == {}
     (got,) = inbox(relay, bob)
     assert split(got)[1] == split(data)[1]
@@ -163,7 +163,7 @@ def test_filtermail_killed_means_4xx_and_nothing_lost_then_it_is_back(relay, gpg
     server = supervise.rpc(relay.layout)
     pid = server.supervisor.getProcessInfo("filtermail-outgoing")["pid"]
     os.kill(pid, signal.SIGKILL)
-    data = encrypted_mail(alice, [bob], gpg.encrypt(b"during the restart"))
+    data = encrypted(alice, [bob], gpg.encrypt(b"during the restart"), received="")
     try:
         accepted = submit(relay, alice, [bob], data) == {}
     except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused) as e:
@@ -193,7 +193,7 @@ def test_a_loopback_relay_sends_nothing_off_the_machine(relay, gpg):
     alice = new_account(relay)
     far = "dave@other.example"
     with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
-        submit(relay, alice, [far], encrypted_mail(alice, [far], gpg.encrypt(b"x")))
+        submit(relay, alice, [far], encrypted(alice, [far], gpg.encrypt(b"x"), received=""))
     code, text = refused.value.recipients[far]
     assert code == 550 and b"sends no mail off the machine" in text
     assert "relay=other.example" not in relay.log("postfix.log")

@@ -27,16 +27,6 @@ UNSIGNED = Verdict(False, 550, "5.7.1 No DKIM signature")
 
 
 @pytest.fixture(scope="module")
-def key(tmp_path_factory):
-    return make_key(tmp_path_factory.mktemp("dkim"))
-
-
-@pytest.fixture(scope="module")
-def other_key(tmp_path_factory):
-    return make_key(tmp_path_factory.mktemp("dkim-other"))
-
-
-@pytest.fixture(scope="module")
 def signer(key):
     return Signer(DOMAIN, SELECTOR, key.path)
 
