@@ -34,20 +34,35 @@ def relay_ports(config: Config, params: RenderParams) -> dict[str, tuple[str, in
     return found
 
 
+def _listeners(port: int) -> list:
+    return [
+        conn
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+    ]
+
+
+def listening(port: int) -> bool:
+    """Whether something listens on TCP ``port`` (seen without connecting to it)."""
+    try:
+        return bool(_listeners(port))
+    except (psutil.AccessDenied, OSError):
+        return False
+
+
 def holder(port: int) -> str:
     """Who listens on TCP ``port``: 'name (pid N)', or a hint if that cannot be seen."""
     try:
-        conns = psutil.net_connections(kind="inet")
+        conns = _listeners(port)
     except (psutil.AccessDenied, OSError):
         return "another process (run as root to see which)"
     for conn in conns:
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            if conn.pid is None:
-                return "another process"
-            try:
-                return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-            except psutil.Error:
-                return f"pid {conn.pid}"
+        if conn.pid is None:
+            return "another process"
+        try:
+            return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+        except psutil.Error:
+            return f"pid {conn.pid}"
     return "another process"
 
 

@@ -20,7 +20,6 @@ import os
 import pwd
 import shutil
 import signal
-import smtplib
 import subprocess
 import time
 import xml.parsers.expat
@@ -271,14 +270,17 @@ def _postfix_reload(layout: Layout) -> None:
 
 
 def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
-    """Wait until every program is RUNNING, the sockets exist and Dovecot greets on IMAP."""
+    """Wait until every program is RUNNING, the sockets exist, Dovecot greets on IMAP and
+    Postfix listens for submission."""
     deadline = time.monotonic() + timeout
     while True:
         sockets = layout.doveauth_socket.exists() and layout.lastlogin_socket.exists()
         if (
             sockets
             and _imap_greets(params.listen, params.ports.imap)
-            and _smtp_greets(params.listen, params.ports.submission)
+            # not an SMTP greeting: a connection would make Postfix start an smtpd and its
+            # tlsmgr (23 MB) that an idle relay does not need
+            and ports.listening(params.ports.submission)
             and _all_running(layout)
         ):
             return
@@ -308,14 +310,6 @@ def _imap_greets(host: str, port: int) -> bool:
         with imaplib.IMAP4(host, port, timeout=2):  # leaving logs out cleanly
             return True
     except (OSError, imaplib.IMAP4.error):
-        return False
-
-
-def _smtp_greets(host: str, port: int) -> bool:
-    try:
-        with smtplib.SMTP(host, port, timeout=2) as smtp:
-            return smtp.noop()[0] == 250
-    except (OSError, smtplib.SMTPException):
         return False
 
 
