@@ -170,17 +170,14 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _dkim_key(args: argparse.Namespace) -> int:
-    from filtermail import dkim  # only this command needs it
-
     cfg = chatmail_config.load(args.config)
-    path = cfg.dkim_key_path
-    if path.exists():
-        record = dkim.public_txt(path, cfg.dkim_selector, cfg.mail_domain)
+    record = supervise.make_dkim_key(cfg)
+    if record is None:
+        from filtermail import dkim  # only this command needs it
+
+        record = dkim.public_txt(cfg.dkim_key_path, cfg.dkim_selector, cfg.mail_domain)
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = dkim.generate_key(path, cfg.dkim_selector, cfg.mail_domain)
-        print(f"wrote {path}")
-    supervise.give_key_to_vmail(cfg)
+        print(f"wrote {cfg.dkim_key_path}")
     print(f"Publish this DNS record for {cfg.mail_domain}:\n{record}")
     return 0
 

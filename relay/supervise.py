@@ -94,19 +94,24 @@ def give_key_to_vmail(config: Config) -> None:
         ) from None
 
 
-def ensure_dkim_key(config: Config) -> str | None:
-    """Make the DKIM key of a signing relay if it has none; return the DNS record to publish."""
-    if not config.signs_dkim:
-        return None
-    from filtermail import dkim  # only signing relays need it
-
+def make_dkim_key(config: Config) -> str | None:
+    """Make the relay's DKIM key if there is none, and return its DNS record (None if it was
+    there). Either way the key is root's, readable by vmail's group (filtermail signs as vmail).
+    """
     path = config.dkim_key_path
     record = None
     if not path.exists():
+        from filtermail import dkim  # only signing relays and the dkim-key command need it
+
         path.parent.mkdir(parents=True, exist_ok=True)
         record = dkim.generate_key(path, config.dkim_selector, config.mail_domain)
     give_key_to_vmail(config)
     return record
+
+
+def ensure_dkim_key(config: Config) -> str | None:
+    """``make_dkim_key`` for a relay that signs; None for one that does not."""
+    return make_dkim_key(config) if config.signs_dkim else None
 
 
 def rpc(layout: Layout) -> xmlrpc.client.ServerProxy:
