@@ -14,6 +14,7 @@ import signal
 import smtplib
 import ssl
 import time
+from pathlib import Path
 
 import dkim
 import pytest
@@ -199,8 +200,23 @@ def test_a_loopback_relay_sends_nothing_off_the_machine(relay, gpg):
     assert "relay=other.example" not in relay.log("postfix.log")
 
 
+def test_the_daemons_load_no_tls_library(relay):
+    """Their console scripts keep asyncio from loading Python's ssl (OpenSSL: ~4 MB each)."""
+    infos = supervise.processes(relay.layout)
+    daemons = {i["name"]: i["pid"] for i in infos if i["name"] not in ("dovecot", "postfix")}
+    assert set(daemons) == {"doveauth", "lastlogin", "filtermail-outgoing", "filtermail-incoming"}
+    for name, pid in daemons.items():
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "/_ssl." not in maps, name
+
+
 def test_logs_hold_no_client_ip_password_or_body(relay):
-    """Runs last in this module: every log the relay wrote during the tests above."""
+    """Runs last in this module: every log the relay wrote during the tests above, and for a
+    refused plaintext message sent here (so the logs hold something even when run alone)."""
+    alice, bob = new_account(relay), new_account(relay)
+    with pytest.raises(smtplib.SMTPDataError):
+        submit(relay, alice, [bob], plain(alice, [bob], PLAIN_MARKER))
+    wait_for(lambda: "523" in relay.log("filtermail-outgoing.log"), 10, "the refusal logged")
     logs = {p.name: p.read_text(errors="replace") for p in relay.layout.log_dir.iterdir()}
     assert "postfix.log" in logs and "filtermail-outgoing.log" in logs
     assert "disconnect from unknown[IP]" in logs["postfix.log"]  # scrubbed, not empty
