@@ -406,13 +406,17 @@ def test_tls_uses_the_operators_certificate_when_chatmail_ini_names_one(tmp_path
     assert setting(dovecot, "ssl_key") == ["</etc/x/key.pem"]
 
 
-def test_postfix_logs_pass_a_filter_that_drops_ip_addresses(cfg, layout, tmp_path):
+def postfix_log_filter(layout) -> list[str]:
+    """The command run-master pipes Postfix's log through."""
+    script = layout.postfix_run.read_text()
+    command = re.search(r">\(exec (.*?)\) 2>&1", script, flags=re.DOTALL).group(1)
+    return shlex.split(command.replace("\\\n", " "))
+
+
+def test_postfix_logs_pass_a_filter_that_drops_ip_addresses(cfg, layout):
     import subprocess
 
     render(cfg, layout, PARAMS)
-    script = layout.postfix_run.read_text()
-    sed = re.search(r"sed -u -E (.*?)\) 2>&1", script, flags=re.DOTALL).group(1)
-    args = shlex.split(sed.replace("\\\n", " "))
     lines = [
         "postfix/smtpd[1]: connect from unknown[203.0.113.9]",
         "postfix/smtpd[1]: client=host.example[2001:db8::1], sasl_username=a@[192.0.2.1]",
@@ -420,7 +424,7 @@ def test_postfix_logs_pass_a_filter_that_drops_ip_addresses(cfg, layout, tmp_pat
         "postfix/master[3]: daemon started -- version 3.7.11",
     ]
     out = subprocess.run(
-        ["sed", "-u", "-E", *args], input="\n".join(lines), capture_output=True, text=True
+        postfix_log_filter(layout), input="\n".join(lines), capture_output=True, text=True
     ).stdout.splitlines()
     assert out == [
         "postfix/smtpd[1]: connect from unknown[IP]",
@@ -428,3 +432,25 @@ def test_postfix_logs_pass_a_filter_that_drops_ip_addresses(cfg, layout, tmp_pat
         "postfix/lmtp[2]: to=<b@[192.0.2.1]>, relay=x[IP]:24, status=sent",
         "postfix/master[3]: daemon started -- version 3.7.11",
     ]
+
+
+def test_the_postfix_log_filter_passes_each_line_on_at_once(cfg, layout):
+    """A line reaches the log while Postfix keeps its pipe open (no block buffering)."""
+    import select
+    import subprocess
+
+    render(cfg, layout, PARAMS)
+    proc = subprocess.Popen(
+        postfix_log_filter(layout), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        for n in range(3):
+            proc.stdin.write(f"postfix/smtpd[{n}]: connect from unknown[203.0.113.9]\n".encode())
+            proc.stdin.flush()
+            assert select.select([proc.stdout], [], [], 10)[0], "the line is held back"
+            assert (
+                proc.stdout.readline() == f"postfix/smtpd[{n}]: connect from unknown[IP]\n".encode()
+            )
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
