@@ -120,6 +120,23 @@ def rpc(layout: Layout) -> xmlrpc.client.ServerProxy:
     return xmlrpc.client.ServerProxy("http://localhost", transport=transport)
 
 
+def supervisord_command(layout: Layout) -> list[str]:
+    """How ``up`` starts supervisord: Debian's, through ``lean_supervisord`` (see there) with
+    the Python that Debian's ``supervisord`` script names; that script itself if it is not a
+    Python one."""
+    script = shutil.which(SUPERVISORD)
+    if script is None:
+        raise RelayError("supervisord not found: install Debian's supervisor package")
+    with open(script, "rb") as file:
+        first = file.readline(200)
+    args = [str(layout.supervisord_conf)]
+    if not (first.startswith(b"#!") and b"python" in first):
+        return [script, "-c", *args]
+    interpreter = first[2:].decode(errors="replace").split()
+    lean = Path(__file__).with_name("lean_supervisord.py")
+    return [*interpreter, "-I", str(lean), "-c", *args]
+
+
 def supervisord_pid(layout: Layout) -> int | None:
     """The pid of this relay's supervisord if it runs, else None. Changes nothing.
 
@@ -140,7 +157,7 @@ def supervisord_pid(layout: Layout) -> int | None:
             f"cannot tell whether supervisord (pid {pid}) runs: /proc/{pid} is not readable; "
             "run as root"
         ) from None
-    ours = any(SUPERVISORD.encode() in arg for arg in cmdline[:2]) and (
+    ours = any(SUPERVISORD.encode() in arg for arg in cmdline[:3]) and (
         str(layout.supervisord_conf).encode() in cmdline
     )
     return pid if ours else None
@@ -156,15 +173,14 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
     drops logins in progress); a port in use is reported before anything starts; and a
     program someone stopped is started again. True if supervisord was started.
     """
-    if shutil.which(SUPERVISORD) is None:
-        raise RelayError("supervisord not found: install Debian's supervisor package")
+    command = supervisord_command(layout)
     running = supervisord_pid(layout) is not None
     if not running:
         ports.check_free(ports.relay_ports(config, params))
     prepare(config, layout, params)
     if not running:
         result = subprocess.run(
-            [SUPERVISORD, "-c", str(layout.supervisord_conf)],
+            command,
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
