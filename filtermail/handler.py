@@ -210,8 +210,8 @@ class Filter:
         return self.settings.direction
 
     def _log(self, reply: str, why: str, env: Envelope, size: int = 0) -> None:
-        if reply.startswith("2"):
-            log.info("%s %s: %s, %d bytes", self.direction, reply[:3], why, size)
+        if reply.startswith("2"):  # Postfix logs each accepted message with its queue id
+            log.debug("%s %s: %s, %d bytes", self.direction, reply[:3], why, size)
             return
         sender = f" from {env.mail_from}" if self.direction == OUTGOING else ""
         log.warning("%s %s%s: %s", self.direction, reply[:3], sender, why)

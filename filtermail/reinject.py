@@ -157,9 +157,22 @@ class Connection:
     def close(self) -> None:
         self.writer.close()
 
+    def quit(self) -> None:
+        """End the session politely; the reply does not matter."""
+        self.writer.write(b"QUIT\r\n")
+        self.writer.close()  # after what is buffered has gone out
+
+
+IDLE_TIMEOUT = 30.0  # seconds a kept connection may stay idle (Postfix's smtpd_timeout: 300)
+
 
 class Reinjector:
-    """Sends messages to ``host:port`` over at most ``connections`` kept connections."""
+    """Sends messages to ``host:port`` over at most ``connections`` kept connections.
+
+    A connection idle for ``idle_timeout`` seconds is ended with QUIT, so that Postfix's smtpd
+    on the other side ends its session (and, after max_idle, its process) instead of timing
+    out on it (smtpd_timeout) with a line in the log.
+    """
 
     def __init__(
         self,
@@ -167,7 +180,7 @@ class Reinjector:
         port: int,
         *,
         connections: int = 16,
-        idle_timeout: float = 30.0,
+        idle_timeout: float = IDLE_TIMEOUT,
         timeout: float = 60.0,
         helo: str = "localhost",
     ) -> None:
@@ -175,6 +188,7 @@ class Reinjector:
         self.idle_timeout, self.timeout = idle_timeout, timeout
         self._slots = asyncio.Semaphore(connections)
         self._idle: list[Connection] = []
+        self._reaper: asyncio.TimerHandle | None = None
 
     async def send(self, tx: Transaction, pieces: AsyncIterator[bytes]) -> Reply:
         """Postfix's reply to the message, or 451 if it could not be asked."""
@@ -213,7 +227,7 @@ class Reinjector:
             conn = self._idle.pop()
             if now - conn.idle_since < self.idle_timeout:
                 return conn
-            conn.close()
+            conn.quit()
         return None
 
     def _keep(self, conn: Connection, reply: Reply) -> None:
@@ -222,8 +236,25 @@ class Reinjector:
             return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(self.idle_timeout, self._reap)
+
+    def _reap(self) -> None:
+        """QUIT the connections idle for idle_timeout; come back for the others."""
+        self._reaper = None
+        now = time.monotonic()
+        expired = [c for c in self._idle if now - c.idle_since >= self.idle_timeout]
+        self._idle = [c for c in self._idle if c not in expired]
+        for conn in expired:
+            conn.quit()
+        if self._idle:
+            due = min(c.idle_since for c in self._idle) + self.idle_timeout - now
+            self._reaper = asyncio.get_running_loop().call_later(max(due, 0.01), self._reap)
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         while self._idle:
             conn = self._idle.pop()
             conn.close()

@@ -122,6 +122,7 @@ def write_passwd_file(accounts: tuple[Account, ...], mailboxes: Path, path: Path
 class LimitPostfix:
     ports: Ports  # the IMAP ones are the relay's Dovecot's
     pid: int  # its master's
+    conf_dir: Path  # its main.cf and master.cf
 
 
 @contextlib.contextmanager
@@ -165,7 +166,7 @@ def running_limit_postfix(setup: Setup, relay: Relay) -> Iterator[LimitPostfix]:
     setup.other.roots.add(daemon.pid)
     try:
         daemon.wait_ready(tcp_greets(submission, b"220"), 60)
-        yield LimitPostfix(ports, daemon.pid)
+        yield LimitPostfix(ports, daemon.pid, conf_dir)
     finally:
         daemon.stop(30)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,6 +114,64 @@ def memory_roots(layout: Layout) -> tuple[dict[str, int], frozenset[str]]:
         raise RuntimeError("the relay's supervisord is not running")
     roots = {SUPERVISORD: supervisord, **program_pids(layout), WHOLE: supervisord}
     return roots, frozenset({SUPERVISORD})
+
+
+@contextlib.contextmanager
+def deliveries_held(conf_dir: Path) -> Iterator[None]:
+    """The Postfix of ``conf_dir`` accepts mail as ever but delivers none until the end.
+
+    Its cleanup puts every message it writes on hold (``header_checks = static:HOLD``, one log
+    line a message) instead of handing it to the queue manager; afterwards the setting goes,
+    the held mail is released and the queue flushed, so it is delivered. Everything before
+    cleanup (smtpd, and the filters in front of it) runs unchanged. (Stopping the queue
+    manager instead slows cleanup down: each message's trigger waits for it.)
+    """
+
+    def postfix(*args: str) -> None:
+        subprocess.run([*args[:1], "-c", str(conf_dir), *args[1:]], check=True, **QUIET)
+
+    postfix("postconf", "-e", "header_checks = static:HOLD")
+    postfix("postfix", "reload")
+    time.sleep(1)  # idle processes restart with the new setting
+    try:
+        yield
+    finally:
+        postfix("postconf", "-X", "header_checks")
+        postfix("postfix", "reload")
+        time.sleep(1)
+        postfix("postsuper", "-H", "ALL")
+        postfix("postqueue", "-f")
+
+
+@contextlib.contextmanager
+def proxy_filter_replaced(conf_dir: Path, port: int, target: str) -> Iterator[None]:
+    """The listener on ``port`` of the Postfix of ``conf_dir`` hands mail to ``target``
+    (host:port) instead of its own smtpd_proxy_filter until the end."""
+    services = postconf(conf_dir, "-M").splitlines()
+    (service,) = (line.split()[0] for line in services if line.split()[0].endswith(f":{port}"))
+    name = f"{service}/inet/smtpd_proxy_filter"
+    before = postconf(conf_dir, "-P", "-h", name).strip()
+
+    def switch(value: str) -> None:
+        postconf(conf_dir, "-P", f"{name}={value}")
+        subprocess.run(["postfix", "-c", str(conf_dir), "reload"], check=True, **QUIET)
+        time.sleep(1)  # idle processes restart with the new setting
+
+    switch(target)
+    try:
+        yield
+    finally:
+        switch(before)
+
+
+def postconf(conf_dir: Path, *args: str) -> str:
+    run = subprocess.run(["postconf", "-c", str(conf_dir), *args], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"postconf {' '.join(args)}: {run.stderr.strip()}")
+    return run.stdout
+
+
+QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
 
 
 def delivered(mailboxes: Path) -> int:

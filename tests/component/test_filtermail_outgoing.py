@@ -53,6 +53,8 @@ def test_encrypted_mail_arrives_without_received_and_subject(outgoing, sink, pip
     assert (arrived.mail_from, arrived.rcpts) == (alice, ["bob@example.org"])
     expected = message.split(b"\r\n", 1)[1].replace(b"Subject: secret plans", b"Subject: [...]")
     assert arrived.content == expected
+    # accepted mail is Postfix's to log (with its queue id): no line at info level here
+    assert alice not in outgoing.log_text() and " 250" not in outgoing.log_text()
 
 
 def test_gnupg_encrypted_mail_passes(outgoing, sink, tmp_path):
