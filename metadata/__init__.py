@@ -1,0 +1,1 @@
+"""chatmail-metadata: Dovecot's IMAP METADATA dictionary and the push notifier."""
