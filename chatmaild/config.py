@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SECTION = "params"
+# Postfix's smtpd_recipient_limit as the relay renders it; clients read it (maxsmtprecipients)
+SMTP_RECIPIENT_LIMIT = 1000
 
 
 class ConfigError(ValueError):
@@ -165,6 +167,17 @@ class Config:
     )
     dkim_dns_timeout: float = key(
         "5", "Seconds to wait for a DKIM key lookup; a timeout defers the mail (4xx).", parse_float
+    )
+    notification_url: str = key(
+        "https://notifications.delta.chat/notify",
+        "Push gateway: each notification is a POST of one device token to this URL.",
+        heading="Push notifications",
+    )
+    app_versions_path: Path = key(
+        "/etc/chatmail/appversions",
+        "File of client app versions served to clients (GETMETADATA appversions); none when "
+        "it is absent.",
+        parse_path,
     )
     disable_ipv6: bool = key(
         "false", "Set to true on hosts without IPv6.", parse_bool, heading="Deployment"

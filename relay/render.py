@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from chatmaild.config import Config
+from chatmaild.config import SMTP_RECIPIENT_LIMIT, Config
 from chatmaild.mailbox import atomic_write
 
 from .values import RenderError, TemplateValues
@@ -212,6 +212,7 @@ def template_values(config: Config, layout: Layout, params: RenderParams) -> Tem
         reinject_port_incoming=config.postfix_reinject_port_incoming,
         max_message_size=config.max_message_size,
         max_smtp_connections=config.max_smtp_connections,
+        smtp_recipient_limit=SMTP_RECIPIENT_LIMIT,
         postfix_master=Path(params.postfix_master),
         config_path=path,
         vmail_user=config.vmail_user,

@@ -129,6 +129,9 @@ class TemplateValues:
     max_smtp_connections: int = dataclasses.field(
         metadata=_check(_count(1, 1_000_000), "max_smtp_connections")
     )
+    smtp_recipient_limit: int = dataclasses.field(
+        metadata=_check(_count(1, 1_000_000), "smtpd_recipient_limit")
+    )
     postfix_master: Path = dataclasses.field(metadata=_check(_path, "postfix master binary"))
 
     @property
