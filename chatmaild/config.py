@@ -173,6 +173,12 @@ class Config:
         "Push gateway: each notification is a POST of one device token to this URL.",
         heading="Push notifications",
     )
+    notification_queue_dir: Path = key(
+        "/home/vmail/notifications/{mail_domain}",
+        "Directory of the notifications waiting for the push gateway (one file each), "
+        "writable by vmail_user.",
+        parse_path,
+    )
     app_versions_path: Path = key(
         "/etc/chatmail/appversions",
         "File of client app versions served to clients (GETMETADATA appversions); none when "

@@ -27,7 +27,7 @@ from .values import RenderError, TemplateValues
 __all__ = ["Layout", "Ports", "RenderError", "RenderParams", "code_digest", "render"]
 
 TEMPLATES = Path(__file__).parent / "templates"
-DAEMON_PACKAGES = ("chatmaild", "doveauth", "filtermail")
+DAEMON_PACKAGES = ("chatmaild", "doveauth", "filtermail", "metadata")
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,15 @@ class Layout:
     @property
     def lastlogin_socket(self) -> Path:
         return self.socket_dir / "lastlogin.socket"
+
+    @property
+    def metadata_socket(self) -> Path:
+        return self.socket_dir / "metadata.socket"
+
+    @property
+    def push_lua(self) -> Path:
+        """Dovecot's push hook (push_notification_lua), run by lmtp."""
+        return self.dovecot_dir / "push_notification.lua"
 
     @property
     def log_dir(self) -> Path:
@@ -224,6 +233,7 @@ def template_values(config: Config, layout: Layout, params: RenderParams) -> Tem
         dovecot_bin=Path(params.dovecot_bin),
         state_dir=layout.state_dir,
         mailboxes_dir=config.mailboxes_dir,
+        admin_contact=f"mailto:{config.privacy_mail}" if config.privacy_mail else "",
         config_digest=digest,
         code_digest=code_digest(),
     )
@@ -247,6 +257,7 @@ def render(config: Config, layout: Layout, params: RenderParams | None = None) -
         layout.postfix_dir / "master.cf": ("master.cf.j2", {}),
         layout.postfix_dir / "sender_login_maps": ("sender_login_maps.j2", {}),
         layout.postfix_run: ("run-master.j2", {}),
+        layout.push_lua: ("push_notification.lua.j2", {}),
     }
     changed = []
     for path, (template, extra) in outputs.items():

@@ -295,7 +295,10 @@ def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
     Postfix listens for submission."""
     deadline = time.monotonic() + timeout
     while True:
-        sockets = layout.doveauth_socket.exists() and layout.lastlogin_socket.exists()
+        sockets = all(
+            s.exists()
+            for s in (layout.doveauth_socket, layout.lastlogin_socket, layout.metadata_socket)
+        )
         if (
             sockets
             and _imap_greets(params.listen, params.ports.imap)

@@ -77,6 +77,16 @@ def _count(low: int, high: int) -> Callable[[object], str | None]:
     return check
 
 
+_MAILTO = re.compile(r"(mailto:[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253})?")
+
+
+def _mailto(value: object) -> str | None:
+    """The admin contact Dovecot gives clients: empty, or mailto: and a plain address."""
+    if isinstance(value, str) and _MAILTO.fullmatch(value):
+        return None
+    return "not an e-mail address such as privacy@example.org"
+
+
 def _digest(value: object) -> str | None:
     return None if isinstance(value, str) and _HEX.fullmatch(value) else "not a sha256 digest"
 
@@ -132,6 +142,7 @@ class TemplateValues:
     smtp_recipient_limit: int = dataclasses.field(
         metadata=_check(_count(1, 1_000_000), "smtpd_recipient_limit")
     )
+    admin_contact: str = dataclasses.field(metadata=_check(_mailto, "privacy_mail"))
     postfix_master: Path = dataclasses.field(metadata=_check(_path, "postfix master binary"))
 
     @property

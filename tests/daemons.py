@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("chatmaild", "doveauth", "filtermail")
+PACKAGES = ("chatmaild", "doveauth", "filtermail", "metadata")
 
 
 @functools.cache

@@ -30,7 +30,7 @@ from .probes import OtherLoad
 DOMAIN = "bench.chatmail.test"
 VMAIL = "vmail"
 MP = multiprocessing.get_context("spawn")  # never fork: the parent runs threads
-DAEMON_PACKAGES = ("chatmaild", "doveauth", "filtermail", "relay")
+DAEMON_PACKAGES = ("chatmaild", "doveauth", "filtermail", "metadata", "relay")
 
 
 def check_prerequisites(name: str, tools: Iterable[str], executables: Iterable[str]) -> None:

@@ -66,6 +66,7 @@ def test_first_render_writes_all_files(cfg, layout):
         layout.postfix_dir / "master.cf",
         layout.postfix_dir / "sender_login_maps",
         layout.postfix_run,
+        layout.push_lua,
     ]
     assert sorted(changed) == sorted(expected)
     for path in expected:
@@ -97,9 +98,40 @@ def test_dovecot_conf_has_port_uid_and_paths(cfg, layout):
 def test_dovecot_conf_records_logins_through_lastlogin(cfg, layout):
     render(cfg, layout, PARAMS)
     text = layout.dovecot_conf.read_text()
-    assert setting(text, "mail_plugins") == ["$mail_plugins last_login"]
+    assert setting(text, "mail_plugins")[0] == "$mail_plugins last_login"
     assert setting(text, "last_login_dict") == [f"proxy:{layout.lastlogin_socket}:lastlogin"]
     assert setting(text, "last_login_key") == ["last-login/%u"]
+
+
+def test_dovecot_conf_serves_metadata_and_runs_the_push_hook_on_delivery(cfg, layout):
+    render(cfg, layout, PARAMS)
+    text = layout.dovecot_conf.read_text()
+    assert setting(text, "mail_attribute_dict") == [f"proxy:{layout.metadata_socket}:metadata"]
+    assert setting(text, "imap_metadata") == ["yes"]
+    assert setting(text, "imap_capability") == ["+XDELTAPUSH XCHATMAIL"]
+    lmtp = re.search(r"protocol lmtp \{(.*?)\}", text, flags=re.DOTALL).group(1)
+    plugins = setting(lmtp, "mail_plugins")[0].split()
+    assert {"mail_lua", "notify", "push_notification", "push_notification_lua"} <= set(plugins)
+    assert setting(text, "push_notification_driver") == [f"lua:file={layout.push_lua}"]
+    assert "/private/messagenew" in layout.push_lua.read_text()
+    assert setting(text, "mail_server_admin") == []  # no privacy_mail: no admin contact
+
+
+def test_the_admin_contact_is_privacy_mail(ini, layout):
+    ini.write_text(
+        re.sub(
+            r"(?m)^privacy_mail =.*$", "privacy_mail = privacy@chat.example.org", ini.read_text()
+        )
+    )
+    render(config.load(ini), layout, PARAMS)
+    text = layout.dovecot_conf.read_text()
+    assert setting(text, "mail_server_admin") == ["mailto:privacy@chat.example.org"]
+
+
+def test_an_admin_contact_that_is_no_address_is_refused(ini, layout):
+    ini.write_text(re.sub(r"(?m)^privacy_mail =.*$", "privacy_mail = x y", ini.read_text()))
+    with pytest.raises(RenderError, match="privacy_mail"):
+        render(config.load(ini), layout, PARAMS)
 
 
 def test_auth_worker_runs_as_vmail_user(cfg, layout):
