@@ -73,9 +73,10 @@ def prepare(config: Config, layout: Layout, params: RenderParams) -> set[Path]:
     layout.socket_dir.mkdir(exist_ok=True)
     os.chown(layout.socket_dir, vmail.pw_uid, vmail.pw_gid)
     layout.socket_dir.chmod(0o755)
-    if not config.mailboxes_dir.exists():
-        config.mailboxes_dir.mkdir(parents=True, mode=0o700)
-        os.chown(config.mailboxes_dir, vmail.pw_uid, vmail.pw_gid)
+    for directory in (config.mailboxes_dir, config.notification_queue_dir):
+        if not directory.exists():  # the daemons (vmail) write there
+            directory.mkdir(parents=True, mode=0o700)
+            os.chown(directory, vmail.pw_uid, vmail.pw_gid)
     return set(render(config, layout, dataclasses.replace(params, vmail_uid=vmail.pw_uid)))
 
 

@@ -91,6 +91,12 @@ def write_ini(tmp: Path, extra: str = "", mailboxes: Path | None = None) -> Path
         "max_load_1m": "1000",
         "min_available_memory": "1M",
         "min_free_disk_space": "1M",
+        # push: the queue in tmp, and a gateway on loopback where nothing listens (tests that
+        # need one start their own and override the URL)
+        "notification_queue_dir": str(tmp / "notifications"),
+        "notification_url": "http://127.0.0.1:9/notify",
+        "turn_socket_path": str(tmp / "turn.socket"),
+        "app_versions_path": str(tmp / "appversions"),
     }
     for line in extra.splitlines():
         name, _, value = line.partition("=")

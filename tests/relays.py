@@ -130,6 +130,8 @@ def relaxed_ini(text: str, tmp: Path) -> str:
         "min_free_disk_space": "1M",
         "min_available_memory": "1M",
         "max_load_1m": "1000",
+        "notification_queue_dir": f"{tmp}/notifications",
+        "notification_url": "http://127.0.0.1:9/notify",  # loopback, nothing listens
         **loopback_ports(tmp),
     }
     for name, value in values.items():

@@ -63,6 +63,8 @@ def relay_ini(setup: Setup, extra_ini: str = "") -> Path:
         setup.ini.read_text()
         + "".join(f"{name} = {port}\n" for name, port in loopback)
         + f"dkim_key_path = {setup.root / 'dkim' / 'opendkim.private'}\n"
+        + f"notification_queue_dir = {setup.root / 'notifications'}\n"
+        + "notification_url = http://127.0.0.1:9/notify\n"  # loopback: nothing leaves
         + extra_ini
     )
     ini.chmod(0o644)

@@ -28,6 +28,7 @@ PROGRAMS = {
     "postfix",
     "filtermail-outgoing",
     "filtermail-incoming",
+    "metadata",
 }
 
 
