@@ -119,7 +119,8 @@ Relay for {cfg.addr_domain} is up {where}:
 and {ports.submissions} (TLS)
   Dovecot   IMAP {ports.imap} (STARTTLS) and {ports.imaps} (TLS), LMTP
   filtermail (outgoing and incoming: OpenPGP-encrypted mail only), doveauth, lastlogin
-  Not yet: push notifications, expiry.
+  chatmail-metadata (push device tokens; notifications to {cfg.notification_url})
+  Not yet: expiry.
 
 A new account (created when it first logs in):
   address:  {addr}
