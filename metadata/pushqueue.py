@@ -145,3 +145,17 @@ def load_queue(queue_dir: Path) -> list[Item]:
                     set_aside(queue_dir, entry.name, exc.strerror or type(exc).__name__)
     items.sort(key=lambda item: item.queued)
     return items
+
+
+def count_pending(queue_dir: Path) -> int:
+    """How many notifications wait in ``queue_dir`` (for ``chatmail-relay status``; reads no
+    file, changes nothing)."""
+    try:
+        with os.scandir(queue_dir) as entries:
+            return sum(
+                1
+                for entry in entries
+                if entry.name.endswith(SUFFIX) and not entry.name.startswith(TEMP_PREFIX)
+            )
+    except FileNotFoundError:
+        return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from chatmaild import config as chatmail_config
 from chatmaild.logs import setup_logging
+from metadata.pushqueue import count_pending
 
 from . import dclogin, ports, supervise, tls
 from .render import Layout, Ports, RenderError, RenderParams, render
@@ -59,13 +60,14 @@ def _parser() -> argparse.ArgumentParser:
             default=DEFAULT_STATE_DIR,
             help=f"rendered configuration, sockets, logs (default {DEFAULT_STATE_DIR})",
         )
-        if name in ("up", "render"):
+        if name in ("up", "render", "status"):
             cmd.add_argument(
                 "--config",
                 type=Path,
                 default=DEFAULT_CONFIG,
                 help=f"chatmail.ini (default {DEFAULT_CONFIG})",
             )
+        if name in ("up", "render"):
             cmd.add_argument(
                 "--domain",
                 default=DEFAULT_DOMAIN,
@@ -149,6 +151,9 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     print(supervise.status(Layout(args.state_dir.absolute())))
+    if args.config.exists():
+        queue = chatmail_config.load(args.config).notification_queue_dir
+        print(f"push notifications pending: {count_pending(queue)} (in {queue})")
     return 0
 
 

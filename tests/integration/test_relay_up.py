@@ -84,6 +84,8 @@ def test_up_login_status_down(setup):
     status = run("status", "--state-dir", str(state)).stdout
     for program in PROGRAMS:
         assert re.search(rf"{program}\s+RUNNING", status), status
+    with_config = run("status", "--state-dir", str(state), "--config", str(ini)).stdout
+    assert "push notifications pending: 0 (in " in with_config, with_config
 
     down = run("down", "--state-dir", str(state))
     assert down.returncode == 0 and "stopped" in down.stdout

@@ -228,3 +228,14 @@ def test_give_ups_are_grouped_and_flushed(caplog):
 
 def test_durations_read_naturally():
     assert [duration(s) for s in (0.5, 90, 18000)] == ["0.5 s", "1.5 min", "5 h"]
+
+
+def test_count_pending_counts_queued_files_only(tmp_path):
+    from metadata.pushqueue import count_pending
+
+    assert count_pending(tmp_path / "absent") == 0
+    for name in ("a.json", "b.json", ".tmp.xyz", "notes.txt"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "c.json").write_text("x")
+    assert count_pending(tmp_path) == 2
