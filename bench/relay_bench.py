@@ -109,18 +109,12 @@ def rest_seconds(layout) -> float:
     """How long after the last connection Postfix and Dovecot keep idle processes: Postfix's
     max_idle (smtpd, cleanup, lmtp, trivial-rewrite...) after filtermail's idle reinjection
     connections ended, and Dovecot's idle_kill, plus a margin."""
-    postfix = subprocess.run(
-        ["postconf", "-c", str(layout.postfix_dir), "-h", "max_idle"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    dovecot = subprocess.run(
-        ["doveconf", "-c", str(layout.dovecot_conf), "-h", "default_idle_kill"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+
+    def output(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    postfix = output("postconf", "-c", str(layout.postfix_dir), "-h", "max_idle")
+    dovecot = output("doveconf", "-c", str(layout.dovecot_conf), "-h", "default_idle_kill")
     # a reinjection smtpd waits for filtermail to QUIT its kept connection first
     return max(seconds(postfix) + REINJECT_IDLE, seconds(dovecot)) + 10
 
