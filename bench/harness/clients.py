@@ -97,6 +97,13 @@ def merge(results: Sequence[WorkerResult], window: Window) -> LoadResult:
     )
 
 
+def finished(result: WorkerResult, start: float, cpu0: float) -> LoadResult:
+    """One in-process run's ``result``, counted from ``start`` (time.monotonic()) until now;
+    ``cpu0`` is time.process_time() at the start."""
+    result.cpu = time.process_time() - cpu0
+    return merge([result], Window(start, start, time.monotonic()))
+
+
 def _worker_main(prepare: Callable, job: object, conn) -> None:
     """Run in a client process: prepare, say ready, wait for the window, run, send results."""
     try:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .clients import LoadResult, Window, WorkerResult, run_in_client, sleep_until
+from .clients import LoadResult, Window, WorkerResult, finished, run_in_client, sleep_until
 
 TIMEOUT = 30  # seconds one session may take before it counts as failed
 
@@ -91,15 +91,7 @@ async def _login_each(job: LoginEach) -> LoadResult:
             result.record(done, window, not problem, done - began, problem)
 
     await asyncio.gather(*(session() for _ in range(job.concurrency)))
-    seconds = time.monotonic() - start
-    return LoadResult(
-        ok=result.ok,
-        errors=result.errors,
-        first_error=result.first_error,
-        latencies=sorted(result.latencies),
-        seconds=seconds,
-        client_cpu=(time.process_time() - cpu0) / seconds,
-    )
+    return finished(result, start, cpu0)
 
 
 async def _timed_login(port: int, addr: str, password: str) -> str:

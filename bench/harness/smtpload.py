@@ -30,6 +30,7 @@ from .clients import (
     LoadResult,
     Window,
     WorkerResult,
+    finished,
     run_in_client,
     sleep_until,
     split_evenly,
@@ -194,16 +195,7 @@ def _send_count(task: SendCount) -> LoadResult:
     clients: list[Client | None] = [None] * task.job.sessions
     senders = _senders(task.job)
     result = asyncio.run(_drive(task.job, senders, clients, window, task.count))
-    seconds = time.monotonic() - start
-    return LoadResult(
-        ok=result.ok,
-        errors=result.errors,
-        first_error=result.first_error,
-        latencies=sorted(result.latencies),
-        seconds=seconds,
-        client_cpu=(time.process_time() - cpu) / seconds,
-        ok_total=result.ok_total,
-    )
+    return finished(result, start, cpu)
 
 
 def _senders(job: SmtpJob) -> list[tuple[str, str]]:
