@@ -32,12 +32,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import requests
 
 from metadata.pushqueue import Item, load_queue, new_item, remove_item, write_item
 from metadata.pushreport import GatewayReport
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
 def describe(exc: Exception) -> str:
     """A short reason for a failed request, the same for the same cause (lines are grouped by
     it); never the request, so never a token."""
+    import requests  # loaded already: a request failed
+
     if isinstance(exc, requests.Timeout):
         return "timed out"
     if isinstance(exc, requests.exceptions.SSLError):
@@ -226,19 +230,26 @@ class Notifier:
             return None
 
     def _run(self) -> None:
-        with requests.Session() as session:
-            session.headers["User-Agent"] = USER_AGENT
+        session: requests.Session | None = None
+        try:
             while not self._stopping:
                 item = self._next()
                 if item is not None:
+                    if session is None:  # the first notification: requests loads only now
+                        session = _new_session()
                     try:
                         self._attempt(session, item)
                     except Exception as exc:  # a bug must not end a sender, nor lose the item
                         log.error("push notifier: unexpected %s, will retry", type(exc).__name__)
                         self._failed(item, f"failed ({type(exc).__name__})")
                 self._report.tick(self.pending())
+        finally:
+            if session is not None:
+                session.close()
 
     def _attempt(self, session: requests.Session, item: Item) -> None:
+        import requests
+
         item.attempts += 1
         try:
             with session.post(
@@ -289,3 +300,13 @@ class Notifier:
         self._report.failed(reason, self.pending())
         if delay is None:
             self._report.gave_up(f"the push gateway kept failing (last: {reason})")
+
+
+def _new_session() -> requests.Session:
+    """A sender's HTTP session. requests (and its HTTP stack, about 6 MB) is imported here, on
+    the first notification, so a relay whose users set no push tokens never loads it."""
+    import requests
+
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    return session

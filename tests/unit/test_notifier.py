@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import os
+from pathlib import Path
 
 import pytest
 import requests
@@ -239,3 +240,19 @@ def test_count_pending_counts_queued_files_only(tmp_path):
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "c.json").write_text("x")
     assert count_pending(tmp_path) == 2
+
+
+def test_an_idle_notifier_never_loads_requests(tmp_path):
+    """requests comes in with the first notification (about 6 MB a relay without push saves)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from metadata.notifier import Notifier; "
+        f"n = Notifier(Path({str(tmp_path)!r}), 'http://127.0.0.1:9/', lambda a, t: None); "
+        "n.start(); n.stop(5); print('requests' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2]
+    )
+    assert run.stdout.strip() == "False", run.stderr
