@@ -4,7 +4,8 @@ Usage: ``chatmail-metadata SOCKET_PATH CONFIG_PATH`` (run as the vmail user), th
 arguments of existing relays' units. Peer: Dovecot, ``mail_attribute_dict =
 proxy:SOCKET_PATH:metadata``. Device tokens live in each account's ``metadata.json``
 (``metadata.tokens``); a delivery (the push hook's ``messagenew``) queues one notification per
-token on disk (``notification_queue_dir``), which sender threads POST to ``notification_url``.
+token on disk (``notification_queue_dir``), which the notifier POSTs to ``notification_url``; all
+on one asyncio loop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 
-from chatmaild.daemon import parse_args, serve_until_signalled
+from chatmaild.daemon import DaemonArgs, parse_args, serve_until_signalled
 from chatmaild.mailbox import InvalidAddress
 
 from .dictmeta import MetadataDict, ServerValues
@@ -37,11 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg.notification_queue_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     notifier = Notifier(cfg.notification_queue_dir, cfg.notification_url, forget)
     handler = MetadataDict(store, cfg.addr_domain, ServerValues(producers(cfg)), notifier.notify)
-    notifier.start()
+    return asyncio.run(serve(args, handler, notifier))
+
+
+async def serve(args: DaemonArgs, handler: MetadataDict, notifier: Notifier) -> int:
+    """Send what an earlier run left queued, and serve the dict until signalled."""
+    await notifier.start()
     try:
-        return asyncio.run(serve_until_signalled(args, handler))
+        return await serve_until_signalled(args, handler)
     finally:
-        notifier.stop(10)
+        await notifier.stop(10)
 
 
 if __name__ == "__main__":

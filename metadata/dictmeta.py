@@ -82,7 +82,7 @@ class MetadataDict(DictHandler):
         store: TokenStore,
         addr_domain: str,
         server: ServerValues,
-        notify: Callable[[str, Sequence[str]], None],
+        notify: Callable[[str, Sequence[str]], Awaitable[None]],
     ) -> None:
         self.store = store
         self.addr_domain = addr_domain
@@ -128,41 +128,54 @@ class MetadataDict(DictHandler):
             return dr.Failed("not a user of this relay")
         return [(key, " ".join(tokens))] if tokens else []
 
-    def commit(self, txn: Transaction) -> Awaitable[dr.CommitResult]:
-        return asyncio.to_thread(self._apply, txn)
+    async def commit(self, txn: Transaction) -> dr.CommitResult:
+        """Apply the changes (in a worker thread: files and locks); a ``messagenew`` then
+        queues the user's notifications, on disk before the reply, so none is lost."""
+        result, wake = await asyncio.to_thread(self._apply, txn)
+        if wake is None:
+            return result
+        user, tokens = wake
+        try:
+            await self.notify(user, tokens)
+        except OSError as exc:
+            log.error("metadata: cannot queue the push notifications of %s: %s", user, exc)
+            return dr.Failed("cannot queue")
+        return result
 
-    def _apply(self, txn: Transaction) -> dr.CommitResult:
+    def _apply(self, txn: Transaction) -> tuple[dr.CommitResult, tuple[str, list[str]] | None]:
+        """The transaction's result, and the user and tokens to notify if it set messagenew."""
         # check every change and the user before touching anything: a bad transaction writes
         # nothing
         try:
             user = self._user(txn.user)
         except InvalidAddress:
             log.warning("metadata: change for an address that is not this relay's refused")
-            return dr.Failed("not a user of this relay")
+            return dr.Failed("not a user of this relay"), None
         work: list[tuple[str, str]] = []
         for change in txn.changes:
             key = parse_key(getattr(change, "key", ""))
             if key is None or key.kind != "private":
                 log.warning("metadata: refused a change of a key this relay does not keep")
-                return dr.Failed("unsupported key")
+                return dr.Failed("unsupported key"), None
             if isinstance(change, dp.Set):
                 work.append((key.name, change.value))
             elif not (isinstance(change, dp.Unset) and key.name == DEVICETOKEN):
                 log.warning("metadata: refused a change that is not a set")
-                return dr.Failed("unsupported change")
+                return dr.Failed("unsupported change"), None
+        wake = None
         try:
             for name, value in work:
                 if name == DEVICETOKEN:
                     self.store.add(user, value)
                 else:
-                    self.notify(user, self.store.tokens(user))
+                    wake = (user, self.store.tokens(user))
         except ValueError as exc:  # a token that cannot be one
             log.warning("metadata: refused a device token: %s", exc)
-            return dr.Failed("not a device token")
+            return dr.Failed("not a device token"), None
         except FileNotFoundError:
             log.warning("metadata: no account %s", user)
-            return dr.Failed("no such account")
+            return dr.Failed("no such account"), None
         except OSError as exc:
             log.error("metadata: cannot store the tokens of %s: %s", user, exc)
-            return dr.Failed("cannot store")
-        return None
+            return dr.Failed("cannot store"), None
+        return None, wake

@@ -6,11 +6,13 @@ token)`` lets the metadata daemon drop it; anything else, or no answer within ``
 retry with back-off, until ``give_up_after`` seconds after the notification was queued. Files:
 the queue in ``queue_dir`` (``metadata.pushqueue``), written by this process only.
 
-Why threads: ``requests`` blocks, and a few sender threads, each with its own
-``requests.Session`` (one kept-alive HTTPS connection), send at once. They take due
-notifications from one heap ordered by due time and sleep on a condition until the earliest
-is due, so a waiting retry holds no thread, nothing busy-loops, and a slow gateway never
-slows ``notify()``, which only writes the file and puts the item on the heap.
+How: everything runs on the daemon's asyncio loop. A few sender tasks take due notifications
+from one heap ordered by due time and wait on the loop until the earliest is due, so a waiting
+retry holds nothing and nothing busy-loops. ``requests`` blocks, so each sender hands its POST
+to the notifier's own small thread pool (``_post``, the one call site), with its own
+``requests.Session``: one kept-alive HTTPS connection per sender. Disk work (queue files, the
+dead token's removal) goes through ``asyncio.to_thread``. A slow gateway holds only the
+senders' threads, never ``notify()``, which writes the file and puts the item on the heap.
 
 The retry count lives in memory: rewriting every file on every failed round of a gateway outage
 (10,000 fsyncs a round) would cost more disk than the count is worth. The back-off is computed
@@ -24,13 +26,15 @@ for the new message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -102,8 +106,8 @@ def describe(exc: Exception) -> str:
 class Notifier:
     """Sends push notifications from a crash-safe queue in ``queue_dir``; see the module's doc.
 
-    ``on_dead_token`` is called in a sender thread; it must be thread-safe (an asyncio daemon
-    hands the call to its loop, e.g. with ``asyncio.run_coroutine_threadsafe``).
+    Use it on one asyncio loop: ``await start()``, ``await notify(...)``, ``await stop()``.
+    ``on_dead_token(addr, token)`` is called in a worker thread (it changes a file).
     """
 
     def __init__(
@@ -128,164 +132,168 @@ class Notifier:
         self.give_up_after, self.first_retry, self.max_retry = give_up_after, first_retry, max_retry
         self.clock = clock  # unix time, for the age of notifications, which survives restarts
         self._report = GatewayReport(urlsplit(url).netloc or url, report_every, give_up_after)
-        self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Item]] = []  # (due on time.monotonic(), order, item)
         self._waiting: dict[tuple[str, str], Item] = {}  # the items on the heap, by key
         self._pending = 0  # waiting and in flight
         self._order = itertools.count()
-        self._threads: list[threading.Thread] = []
+        self._wake = asyncio.Event()  # set when the heap changed: idle senders look again
+        self._tasks: list[asyncio.Task] = []
+        self._pool: ThreadPoolExecutor | None = None  # the POSTs' threads, started on demand
         self._stopping = False
         self.queue_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def notify(self, addr: str, tokens: Iterable[str]) -> None:
+    async def notify(self, addr: str, tokens: Iterable[str]) -> None:
         """Queue a notification for each device token of ``addr``; each is on disk when this
         returns. Raises OSError if one cannot be written (those before it stay queued)."""
         for token in tokens:
             token.encode("utf-8")  # the body must be UTF-8: a bad token fails here, not later
-            with self._cond:
-                if (addr, token) in self._waiting:
-                    log.debug("notification for %s merged into a waiting one", addr)
-                    continue
+            if (addr, token) in self._waiting:
+                log.debug("notification for %s merged into a waiting one", addr)
+                continue
             item = new_item(addr, token, self.clock())
-            write_item(self.queue_dir, item)
+            await asyncio.to_thread(write_item, self.queue_dir, item)
             if not self._queue(item, time.monotonic(), new=True):
-                remove_item(self.queue_dir, item)  # one for this token came in meanwhile
+                # one for this token came in while the file was written
+                await asyncio.to_thread(remove_item, self.queue_dir, item)
 
     def pending(self) -> int:
         """Notifications not yet delivered or given up."""
-        with self._cond:
-            return self._pending
+        return self._pending
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Load what an earlier run left in the queue (everything due at once), and start the
-        senders. Call it before other threads call notify()."""
-        if self._threads:
+        senders."""
+        if self._tasks:
             raise RuntimeError("the notifier is already started")
-        self._load()
-        for n in range(self.senders):
-            thread = threading.Thread(target=self._run, name=f"notifier-{n}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        await self._load()
+        self._pool = ThreadPoolExecutor(self.senders, thread_name_prefix="notifier")
+        self._tasks = [asyncio.create_task(self._run()) for _ in range(self.senders)]
         log.info("push notifier started: %d notifications queued", self.pending())
 
-    def stop(self, timeout: float = 10.0) -> bool:
+    async def stop(self, timeout: float = 10.0) -> bool:
         """Stop the senders; what is not delivered stays on disk for the next start. False if
-        a sender is still in a request after ``timeout`` seconds (it ends on its own)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        end = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, end - time.monotonic()))
+        a POST is still going after ``timeout`` seconds (its thread ends on its own; its
+        notification stays queued, or is sent once more after the next start)."""
+        self._stopping = True
+        self._wake.set()
+        busy: set[asyncio.Task] = set()
+        if self._tasks:
+            busy = (await asyncio.wait(self._tasks, timeout=timeout))[1]
+        for task in busy:
+            task.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self._report.flush(self.pending())
         log.info("push notifier stopped: %d notifications stay queued", self.pending())
-        return not any(thread.is_alive() for thread in self._threads)
+        return not busy
 
-    def _load(self) -> None:
-        with self._cond:  # notify() before start() has queued these already
-            known = {entry[2].name for entry in self._heap}
-        now, expired = self.clock(), 0
-        for item in load_queue(self.queue_dir):
+    async def _load(self) -> None:
+        """Queue what an earlier run left on disk; drop what is too old or there twice."""
+        known = {entry[2].name for entry in self._heap}  # notify() before start() queued these
+        now, expired, duplicates = self.clock(), [], []
+        for item in await asyncio.to_thread(load_queue, self.queue_dir):
             if item.name in known:
                 continue
             if now - item.queued >= self.give_up_after:
-                expired += 1
-                remove_item(self.queue_dir, item)
+                expired.append(item)
             elif not self._queue(item, time.monotonic(), new=True):
-                remove_item(self.queue_dir, item)  # a second file for the same token
+                duplicates.append(item)  # a second file for the same token
+        await asyncio.to_thread(_remove_all, self.queue_dir, expired + duplicates)
         if expired:
-            self._report.gave_up("the notifier was not running", expired)
+            self._report.gave_up("the notifier was not running", len(expired))
 
     def _queue(self, item: Item, due: float, *, new: bool) -> bool:
         """Put ``item`` on the heap; False if one for its key waits already (then ``item`` is
         not counted any more, and its file is the caller's to remove)."""
-        with self._cond:
-            if item.key in self._waiting:
-                if not new:
-                    self._pending -= 1
-                return False
-            if new:
-                self._pending += 1
-            self._waiting[item.key] = item
-            heapq.heappush(self._heap, (due, next(self._order), item))
-            self._cond.notify()
-            return True
+        if item.key in self._waiting:
+            if not new:
+                self._pending -= 1
+            return False
+        if new:
+            self._pending += 1
+        self._waiting[item.key] = item
+        heapq.heappush(self._heap, (due, next(self._order), item))
+        self._wake.set()
+        return True
 
-    def _next(self) -> Item | None:
+    async def _next(self) -> Item | None:
         """The next due item; None when stopping or after report_every seconds of none."""
-        with self._cond:
-            deadline = time.monotonic() + self._report.every
-            while not self._stopping:
-                now = time.monotonic()
-                if self._heap and self._heap[0][0] <= now:
-                    item = heapq.heappop(self._heap)[2]
-                    del self._waiting[item.key]
-                    if self._heap:  # another idle sender, if any, watches the next one
-                        self._cond.notify()
-                    return item
-                if now >= deadline:
-                    return None
-                wake = min(deadline, self._heap[0][0]) if self._heap else deadline
-                self._cond.wait(wake - now)
-            return None
+        deadline = time.monotonic() + self._report.every
+        while not self._stopping:
+            now = time.monotonic()
+            if self._heap and self._heap[0][0] <= now:
+                item = heapq.heappop(self._heap)[2]
+                del self._waiting[item.key]
+                return item
+            if now >= deadline:
+                return None
+            wake = min(deadline, self._heap[0][0]) if self._heap else deadline
+            self._wake.clear()  # no await since the heap was looked at: no change is missed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wake - now)
+        return None
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         session: requests.Session | None = None
         try:
             while not self._stopping:
-                item = self._next()
+                item = await self._next()
                 if item is not None:
-                    if session is None:  # the first notification: requests loads only now
-                        session = _new_session()
                     try:
-                        self._attempt(session, item)
+                        if session is None:  # the first notification: requests loads only now
+                            session = await self._in_pool(_new_session)
+                        await self._attempt(session, item)
                     except Exception as exc:  # a bug must not end a sender, nor lose the item
                         log.error("push notifier: unexpected %s, will retry", type(exc).__name__)
-                        self._failed(item, f"failed ({type(exc).__name__})")
+                        await self._failed(item, f"failed ({type(exc).__name__})")
                 self._report.tick(self.pending())
         finally:
             if session is not None:
                 session.close()
 
-    def _attempt(self, session: requests.Session, item: Item) -> None:
+    async def _in_pool(self, func: Callable, *args: object):
+        assert self._pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+
+    async def _attempt(self, session: requests.Session, item: Item) -> None:
         import requests
 
         item.attempts += 1
         try:
-            with session.post(
-                self.url,
-                data=item.token.encode("utf-8"),
-                timeout=self.timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status_code
+            status = await self._in_pool(self._post, session, item.token)
         except requests.RequestException as exc:
-            self._failed(item, describe(exc))
+            await self._failed(item, describe(exc))
             return
         outcome = verdict(status)
         if outcome == RETRY:
-            self._failed(item, f"answered {status}")
+            await self._failed(item, f"answered {status}")
             return
         if outcome == DEAD:
-            self._dead(item)
+            await self._dead(item)
         log.debug("notified %s (%s after %d tries)", item.addr, outcome, item.attempts)
-        self._done(item)
+        await self._done(item)
         self._report.delivered()
 
-    def _dead(self, item: Item) -> None:
+    def _post(self, session: requests.Session, token: str) -> int:
+        """(In a sender's thread.) The one request: the token is the body; the gateway's status."""
+        with session.post(
+            self.url, data=token.encode("utf-8"), timeout=self.timeout, allow_redirects=False
+        ) as response:
+            return response.status_code
+
+    async def _dead(self, item: Item) -> None:
         log.info("push gateway answered 410 for a device token: removing it from its account")
         try:
-            self.on_dead_token(item.addr, item.token)
+            await asyncio.to_thread(self.on_dead_token, item.addr, item.token)
         except Exception as exc:
             # the item goes anyway: the next notification meets the same 410 and tries again
             log.error("could not remove a dead device token: %s", type(exc).__name__)
 
-    def _done(self, item: Item) -> None:
-        remove_item(self.queue_dir, item)
-        with self._cond:
-            self._pending -= 1
+    async def _done(self, item: Item) -> None:
+        self._pending -= 1
+        await asyncio.to_thread(remove_item, self.queue_dir, item)
 
-    def _failed(self, item: Item, reason: str) -> None:
+    async def _failed(self, item: Item, reason: str) -> None:
         delay = next_try(
             self.clock() - item.queued,
             first=self.first_retry,
@@ -294,9 +302,9 @@ class Notifier:
         )
         log.debug("notifying %s %s (try %d), next in %s s", item.addr, reason, item.attempts, delay)
         if delay is None:
-            self._done(item)
+            await self._done(item)
         elif not self._queue(item, time.monotonic() + delay, new=False):
-            remove_item(self.queue_dir, item)
+            await asyncio.to_thread(remove_item, self.queue_dir, item)
         self._report.failed(reason, self.pending())
         if delay is None:
             self._report.gave_up(f"the push gateway kept failing (last: {reason})")
@@ -310,3 +318,8 @@ def _new_session() -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
     return session
+
+
+def _remove_all(queue_dir: Path, items: list[Item]) -> None:
+    for item in items:
+        remove_item(queue_dir, item)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -37,7 +36,8 @@ def duration(seconds: float) -> str:
 
 
 class GatewayReport:
-    """Counts failures and give-ups of the senders (any thread) and logs them grouped."""
+    """Counts failures and give-ups of the senders (on the notifier's loop) and logs them
+    grouped."""
 
     def __init__(
         self,
@@ -48,39 +48,34 @@ class GatewayReport:
     ) -> None:
         self.gateway, self.every, self.give_up_after = gateway, every, give_up_after
         self.monotonic = monotonic
-        self._lock = threading.Lock()
         self._failures: Counter[str] = Counter()
         self._gave_up: Counter[str] = Counter()
         self._failing = False  # a failure line went out, and no delivery since
         self._failure_line = self._gave_up_line = -math.inf
 
     def failed(self, cause: str, pending: int) -> None:
-        with self._lock:
-            self._failures[cause] += 1
-            line = self._failure_summary(pending)
+        self._failures[cause] += 1
+        line = self._failure_summary(pending)
         if line:
             log.warning("%s", line)
 
     def gave_up(self, cause: str, count: int = 1) -> None:
-        with self._lock:
-            self._gave_up[cause] += count
-            line = self._gave_up_summary()
+        self._gave_up[cause] += count
+        line = self._gave_up_summary()
         if line:
             log.error("%s", line)
 
     def delivered(self) -> None:
-        with self._lock:
-            if not self._failing:
-                return
-            self._failing = False
-            self._failures.clear()  # the failures in between did not last: no news
+        if not self._failing:
+            return
+        self._failing = False
+        self._failures.clear()  # the failures in between did not last: no news
         log.info("push gateway %s takes notifications again", self.gateway)
 
     def tick(self, pending: int, force: bool = False) -> None:
         """Log what is counted and not logged yet, if ``every`` seconds have passed or ``force``."""
-        with self._lock:
-            warning = self._failure_summary(pending, force)
-            error = self._gave_up_summary(force)
+        warning = self._failure_summary(pending, force)
+        error = self._gave_up_summary(force)
         if warning:
             log.warning("%s", warning)
         if error:

@@ -6,14 +6,17 @@ Started through ``relay.supervise.up`` from the ``relay.render`` rendering, exac
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +83,10 @@ def bin_dir() -> Path:
     return path
 
 
-def start_relay(extra_ini: str = "") -> Relay:
+def start_relay(extra_ini: str = "", environ: dict[str, str] | None = None) -> Relay:
+    """A relay as ``up`` starts it, in a temporary directory on free ports. ``environ``: extra
+    environment for supervisord and so every daemon (e.g. ``REQUESTS_CA_BUNDLE`` for a test's
+    push gateway), as an operator's service manager would set it."""
     require_root()
     for binary in ("dovecot", "doveadm", "doveconf", "supervisord", "supervisorctl", "postfix"):
         require_binary(binary)
@@ -105,11 +111,26 @@ def start_relay(extra_ini: str = "") -> Relay:
     relay = Relay(cfg, layout, params, tmp)
     try:
         supervise.ensure_dkim_key(cfg)
-        supervise.up(cfg, layout, params, timeout=60)
+        with extra_environment(environ or {}):
+            supervise.up(cfg, layout, params, timeout=60)
     except BaseException:
         stop_relay(relay)
         raise
     return relay
+
+
+@contextlib.contextmanager
+def extra_environment(environ: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in environ}
+    os.environ.update(environ)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def chatmail_relay(*args: str) -> subprocess.CompletedProcess:

@@ -1,11 +1,15 @@
 """The push notifier against a real HTTP server on 127.0.0.1 standing in for the push gateway.
 
+Each notifier runs on its own asyncio loop in a thread, as in the daemon; the test drives it
+from outside through ``OnLoop``.
+
 Back-off values are small (tens of milliseconds) so a test with retries takes well under a
 second; the slow-gateway test takes about two.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -92,19 +96,56 @@ class Dead:
         self.calls.append((addr, token))
 
 
+class OnLoop:
+    """A Notifier on its own event loop thread, with blocking calls for the test."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.started = self.stopped = False
+
+    def _call(self, coro, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> None:
+        self._call(self.notifier.start())
+        self.started = True
+
+    def notify(self, addr: str, tokens: Iterable[str]) -> None:
+        self._call(self.notifier.notify(addr, list(tokens)))
+
+    def pending(self) -> int:
+        return self.notifier.pending()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        stopped = True
+        if self.started and not self.stopped:
+            stopped = self._call(self.notifier.stop(timeout), timeout + 5)
+        self.stopped = True
+        return stopped
+
+    def close(self) -> None:
+        self.stop(3)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
 @pytest.fixture
 def notifiers(tmp_path):
     """Makes notifiers on one queue directory, and stops them all after the test."""
-    made: list[Notifier] = []
+    made: list[OnLoop] = []
 
-    def make(url: str, dead: Callable[[str, str], None] | None = None, **kwargs) -> Notifier:
+    def make(url: str, dead: Callable[[str, str], None] | None = None, **kwargs) -> OnLoop:
         dead = dead or Dead()
-        made.append(Notifier(tmp_path / "queue", url, dead, **{**FAST, **kwargs}))
+        made.append(OnLoop(Notifier(tmp_path / "queue", url, dead, **{**FAST, **kwargs})))
         return made[-1]
 
     yield make
     for notifier in made:
-        notifier.stop(timeout=3)
+        notifier.close()
 
 
 @pytest.fixture(autouse=True)
@@ -184,7 +225,6 @@ def test_queue_survives_a_crash_before_sending(gateways, notifiers, tmp_path):
     gateway = gateways()
     crashed = notifiers(gateway.url)
     crashed.notify(ADDR, tokens(4))  # never started: as if killed right after notify()
-    del crashed
     (tmp_path / "queue" / ".tmp.x1y2z3").write_text("half a file")
     assert len(queue_files(tmp_path)) == 5
 

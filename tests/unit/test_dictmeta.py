@@ -32,9 +32,11 @@ def world(tmp_path):
         (tmp_path / addr).mkdir()
     notified: list[tuple[str, list[str]]] = []
     server = ServerValues({"irohrelay": lambda: "https://iroh.example.org", "turn": lambda: None})
-    handler = MetadataDict(
-        TokenStore(tmp_path), "example.org", server, lambda a, t: notified.append((a, list(t)))
-    )
+
+    async def notify(addr: str, tokens: list[str]) -> None:
+        notified.append((addr, list(tokens)))
+
+    handler = MetadataDict(TokenStore(tmp_path), "example.org", server, notify)
     return handler, notified, tmp_path
 
 
@@ -104,6 +106,20 @@ def test_a_user_without_an_account_fails(world):
     handler, _, tmp_path = world
     assert isinstance(commit(handler, "carol@example.org", dp.Set(1, TOKEN_KEY, "t")), dr.Failed)
     assert not (tmp_path / "carol@example.org").exists()
+
+
+def test_a_queue_that_cannot_be_written_fails_the_delivery_hook(tmp_path, caplog):
+    """messagenew is answered only once the notifications are on disk; if they cannot be
+    written, Dovecot hears a failure (and logs it), not a success that loses them."""
+    (tmp_path / ALICE).mkdir()
+
+    async def full_disk(addr: str, tokens: list[str]) -> None:
+        raise OSError(28, "No space left on device")
+
+    handler = MetadataDict(TokenStore(tmp_path), "example.org", ServerValues({}), full_disk)
+    commit(handler, ALICE, dp.Set(1, TOKEN_KEY, "tok-1"))
+    assert commit(handler, ALICE, dp.Set(1, NEW_KEY, "")) == dr.Failed("cannot queue")
+    assert "cannot queue the push notifications" in caplog.text
 
 
 def test_a_token_with_spaces_fails(world):

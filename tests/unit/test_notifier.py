@@ -3,6 +3,7 @@ files, and the grouped log lines."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -159,7 +160,7 @@ def notifier(tmp_path, **kwargs) -> Notifier:
 
 def test_notify_writes_each_item_before_it_returns(tmp_path):
     n = notifier(tmp_path, clock=lambda: 1234.5)
-    n.notify(ADDR, [TOKEN + "1", TOKEN + "2"])
+    asyncio.run(n.notify(ADDR, [TOKEN + "1", TOKEN + "2"]))
     files = sorted((tmp_path / "queue").iterdir())
     assert len(files) == 2
     assert n.pending() == 2
@@ -171,16 +172,20 @@ def test_notify_writes_each_item_before_it_returns(tmp_path):
 
 def test_notify_merges_into_a_waiting_notification(tmp_path):
     n = notifier(tmp_path)
-    n.notify(ADDR, [TOKEN])
-    n.notify(ADDR, [TOKEN])
-    n.notify("bob@example.org", [TOKEN])
+
+    async def three() -> None:
+        await n.notify(ADDR, [TOKEN])
+        await n.notify(ADDR, [TOKEN])
+        await n.notify("bob@example.org", [TOKEN])
+
+    asyncio.run(three())
     assert n.pending() == 2
     assert len(list((tmp_path / "queue").iterdir())) == 2
 
 
 def test_notify_refuses_a_token_that_is_no_text(tmp_path):
     with pytest.raises(UnicodeEncodeError):
-        notifier(tmp_path).notify(ADDR, ["\udcff"])
+        asyncio.run(notifier(tmp_path).notify(ADDR, ["\udcff"]))
     assert list((tmp_path / "queue").iterdir()) == []
 
 
@@ -248,9 +253,11 @@ def test_an_idle_notifier_never_loads_requests(tmp_path):
     import sys
 
     code = (
-        "import sys; from pathlib import Path; from metadata.notifier import Notifier; "
-        f"n = Notifier(Path({str(tmp_path)!r}), 'http://127.0.0.1:9/', lambda a, t: None); "
-        "n.start(); n.stop(5); print('requests' in sys.modules)"
+        "import asyncio, sys; from pathlib import Path; from metadata.notifier import Notifier\n"
+        "async def idle():\n"
+        f"    n = Notifier(Path({str(tmp_path)!r}), 'http://127.0.0.1:9/', lambda a, t: None)\n"
+        "    await n.start(); await asyncio.sleep(0.2); await n.stop(5)\n"
+        "asyncio.run(idle()); print('requests' in sys.modules)"
     )
     run = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2]
