@@ -133,15 +133,21 @@ def extra_environment(environ: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def chatmail_relay(*args: str) -> subprocess.CompletedProcess:
-    """The installed ``chatmail-relay`` console script, as ``./relay.sh up`` runs it."""
+def chatmail_relay(*args: str, environ: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed ``chatmail-relay`` console script, as ``./relay.sh up`` runs it, with
+    ``environ`` added to the environment (``up`` hands it on to supervisord and the daemons)."""
     return subprocess.run(
-        [str(bin_dir() / "chatmail-relay"), *args], capture_output=True, text=True, timeout=120
+        [str(bin_dir() / "chatmail-relay"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(environ or {})},
     )
 
 
-def relaxed_ini(text: str, tmp: Path) -> str:
-    """``chatmail-relay init``'s chatmail.ini with its files in ``tmp`` and free loopback ports.
+def relaxed_ini(text: str, tmp: Path, **overrides: str) -> str:
+    """``chatmail-relay init``'s chatmail.ini with its files in ``tmp`` and free loopback ports,
+    and the values in ``overrides``.
 
     Its limits are ones any test machine meets: a busy one must not refuse new accounts.
     """
@@ -154,6 +160,7 @@ def relaxed_ini(text: str, tmp: Path) -> str:
         "notification_queue_dir": f"{tmp}/notifications",
         "notification_url": "http://127.0.0.1:9/notify",  # loopback, nothing listens
         **loopback_ports(tmp),
+        **overrides,
     }
     for name, value in values.items():
         text, found = re.subn(rf"^{name} *=.*$", f"{name} = {value}", text, flags=re.MULTILINE)

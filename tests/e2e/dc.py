@@ -47,7 +47,9 @@ class Login:
 class UpRelay:
     """A relay run by the installed ``chatmail-relay up``, in a temp dir of its own."""
 
-    def __init__(self, extra_ini: str = "") -> None:
+    def __init__(
+        self, extra_ini: str = "", environ: dict[str, str] | None = None, **values: str
+    ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="chatmail-dc-"))
         self.tmp.chmod(0o755)  # the daemons run as vmail and must traverse it
         self.ini = self.tmp / "chatmail.ini"
@@ -55,9 +57,10 @@ class UpRelay:
         self.mailboxes_dir = self.tmp / "mail"
         self.port_args = free_port_args()
         self.ports = dict(zip(self.port_args[::2], map(int, self.port_args[1::2]), strict=True))
+        self.environ = environ or {}
         init = chatmail_relay("init", DOMAIN, str(self.ini))
         assert init.returncode == 0, init.stderr
-        self.ini.write_text(relaxed_ini(self.ini.read_text(), self.tmp) + extra_ini)
+        self.ini.write_text(relaxed_ini(self.ini.read_text(), self.tmp, **values) + extra_ini)
 
     def port(self, name: str) -> int:
         return self.ports[f"--{name}-port"]
@@ -65,7 +68,7 @@ class UpRelay:
     def up(self) -> Login:
         """Run ``up``; return the new account it printed."""
         args = ("--config", str(self.ini), "--state-dir", str(self.state), *self.port_args)
-        result = chatmail_relay("up", *args)
+        result = chatmail_relay("up", *args, environ=self.environ)
         assert result.returncode == 0, f"{result.stderr}\n{self.status()}"
         urls = re.findall(r"^dclogin:\S+$", result.stdout, flags=re.MULTILINE)
         assert len(urls) == 1, result.stdout

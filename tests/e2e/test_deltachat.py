@@ -6,6 +6,11 @@ come from the ``dclogin:`` URLs two runs of ``up`` printed; each runs in its own
 ``deltachat-rpc-server`` (PyPI's Delta Chat core), as on two phones. They meet by a QR
 secure-join and chat encrypted both ways, with an attachment; what Dovecot stored is OpenPGP
 (RFC 3156) with the subject hidden; and plaintext sent with the same password is refused.
+
+Push: the relay's notifier posts to a stand-in gateway (HTTPS on loopback, tests/pushgateway.py).
+The device token is set with IMAP SETMETADATA on the account's login, as the Delta Chat apps do
+through the core: deltachat-rpc-server offers no call to register a token (the mobile apps get
+theirs from the phone's push service).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import imaplib
 import os
 import re
 import secrets
@@ -24,19 +30,30 @@ from pathlib import Path
 import pytest
 from dc import Device, Login, UpRelay, rpc_server_path  # deltachat-rpc-client: the test extra
 from helpers_env import require, require_binary, require_root
+from pushgateway import Gateway
 
 TLS = ssl._create_unverified_context()  # the relay's self-signed certificate
 DELIVERY_TIMEOUT = 15
+imaplib.Commands.setdefault("SETMETADATA", ("AUTH", "SELECTED"))
 
 
 @pytest.fixture(scope="module")
-def relay_up(request):
+def gateway():
+    gateway = Gateway()
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture(scope="module")
+def relay_up(request, gateway: Gateway):
     require_root()
     for binary in ("dovecot", "postfix", "supervisord", "supervisorctl"):
         require_binary(binary)
     require(rpc_server_path().exists(), f"{rpc_server_path()} missing: pip install '.[test]'")
     failed_before = request.session.testsfailed
-    relay = UpRelay()
+    relay = UpRelay(
+        environ={"REQUESTS_CA_BUNDLE": str(gateway.ca_file)}, notification_url=gateway.url
+    )
     yield relay
     relay.down(keep_files=request.session.testsfailed > failed_before)
 
@@ -147,3 +164,27 @@ def test_plaintext_with_the_accounts_password_is_refused_with_523(
             smtp.sendmail(alice.addr, [bob.addr], plain.encode())
     assert refused.value.smtp_code == 523, refused.value
     assert b"Encryption Needed" in refused.value.smtp_error
+
+
+def test_a_message_from_bob_wakes_alices_phone(
+    relay_up: UpRelay, devices: tuple[Device, Device], chats, gateway: Gateway
+):
+    alice, bob = devices
+    alice_chat, bob_chat = chats
+    token = f"e2e-{secrets.token_hex(12)}"
+    with imaplib.IMAP4_SSL("127.0.0.1", relay_up.port("imaps"), ssl_context=TLS) as imap:
+        imap.login(alice.addr, alice.login.password)
+        typ, data = imap._simple_command(
+            "SETMETADATA", "INBOX", f'(/private/devicetoken "{token}")'
+        )
+        assert typ == "OK", data
+    assert token not in gateway.tokens()
+    sent = bob_chat.send_text("wake up, Alice")
+    bob.wait_for("MsgDelivered", DELIVERY_TIMEOUT, lambda e: e.msg_id == sent.id)
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    while token not in gateway.tokens():
+        assert time.monotonic() < deadline, "the push gateway never heard of Alice's new mail"
+        time.sleep(0.05)
+    assert received(alice, alice_chat.id).text == "wake up, Alice"
+    assert gateway.tokens().count(token) == 1  # one message, one wake-up
+    assert bob.addr not in relay_up.status()  # status names no account
