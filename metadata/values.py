@@ -1,6 +1,7 @@
 """The relay-wide values chat clients read with GETMETADATA "" /shared/vendor/deltachat/<name>.
 
-- ``irohrelay``: chatmail.ini's ``iroh_relay`` (none when it is empty);
+- ``irohrelay``: chatmail.ini's ``iroh_relay``; none when it is empty, or when it names
+  ``iroh.<IP address>``, the default on an IP-only relay, which no DNS can make a host;
 - ``turn``: ``<host>:3478:<credentials>``, the credentials read afresh from the TURN service's
   socket (``turn_socket_path``) for each lookup; none, and no error, when the socket is absent
   or gives nothing;
@@ -14,10 +15,12 @@ timeout never stalls the dict server.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from chatmaild.config import SMTP_RECIPIENT_LIMIT, Config
 
@@ -63,6 +66,18 @@ def file_value(path: Path) -> str | None:
     return data.decode("utf-8", "replace")
 
 
+def iroh_relay(url: str | None) -> str | None:
+    """The iroh relay to offer clients; see the module's doc."""
+    if not url:
+        return None
+    host = urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host.removeprefix("iroh."))
+    except ValueError:
+        return url
+    return None if host.startswith("iroh.") else url
+
+
 def producers(cfg: Config) -> dict[str, Callable[[], str | None]]:
     """The server values of the relay configured by ``cfg``."""
 
@@ -71,7 +86,7 @@ def producers(cfg: Config) -> dict[str, Callable[[], str | None]]:
         return f"{cfg.mail_domain}:{TURN_PORT}:{credentials}" if credentials else None
 
     return {
-        "irohrelay": lambda: cfg.iroh_relay or None,
+        "irohrelay": lambda: iroh_relay(cfg.iroh_relay),
         "turn": turn,
         "maxsmtprecipients": lambda: str(SMTP_RECIPIENT_LIMIT),
         "appversions": lambda: file_value(cfg.app_versions_path),

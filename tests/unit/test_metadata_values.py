@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatmaild import config
-from metadata.values import MAX_VALUE, file_value, producers, turn_credentials
+from metadata.values import MAX_VALUE, file_value, iroh_relay, producers, turn_credentials
 
 
 def serve_once(path: Path, answer: bytes) -> threading.Thread:
@@ -85,6 +85,28 @@ def test_the_relays_values(cfg, tmp_path):
     thread = serve_once(tmp_path / "turn.socket", b"u:p")
     assert values["turn"]() == "chat.example.org:3478:u:p"
     thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("url", "offered"),
+    [
+        ("https://iroh.chat.example.org", "https://iroh.chat.example.org"),
+        ("https://iroh.127.0.0.1", None),  # an IP-only relay's default: no such host
+        ("https://iroh.127.0.0.1:8443/", None),
+        ("https://127.0.0.1:8443", "https://127.0.0.1:8443"),  # set by the operator: kept
+        ("https://iroh.example.net", "https://iroh.example.net"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_iroh_relay_offered(url, offered):
+    assert iroh_relay(url) == offered
+
+
+def test_an_ip_only_relay_offers_no_iroh_relay_by_default(tmp_path):
+    cfg = config.load(config.write_default("127.0.0.1", tmp_path / "chatmail.ini"))
+    assert cfg.iroh_relay == "https://iroh.127.0.0.1"
+    assert producers(cfg)["irohrelay"]() is None
 
 
 def test_postfix_renders_the_recipient_limit_clients_are_told(cfg, tmp_path):
