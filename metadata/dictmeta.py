@@ -130,7 +130,14 @@ class MetadataDict(DictHandler):
 
     async def commit(self, txn: Transaction) -> dr.CommitResult:
         """Apply the changes (in a worker thread: files and locks); a ``messagenew`` then
-        queues the user's notifications, on disk before the reply, so none is lost."""
+        queues the user's notifications, on disk before the reply, so none is lost.
+
+        Most sets are an app setting its token again at start, which changes nothing
+        (``TokenStore.is_current``): those are answered on the loop after reading the small
+        file, as lookups are, without the thread hop.
+        """
+        if self._changes_nothing(txn):
+            return None
         result, wake = await asyncio.to_thread(self._apply, txn)
         if wake is None:
             return result
@@ -141,6 +148,22 @@ class MetadataDict(DictHandler):
             log.error("metadata: cannot queue the push notifications of %s: %s", user, exc)
             return dr.Failed("cannot queue")
         return result
+
+    def _changes_nothing(self, txn: Transaction) -> bool:
+        """Whether ``txn`` only sets tokens the user has already, stamped recently."""
+        if not txn.changes:
+            return False
+        try:
+            user = self._user(txn.user)
+            for change in txn.changes:
+                key = parse_key(getattr(change, "key", ""))
+                if not isinstance(change, dp.Set) or key != Key("private", DEVICETOKEN):
+                    return False
+                if not self.store.is_current(user, change.value):
+                    return False
+        except (InvalidAddress, OSError):
+            return False  # the full path answers these, with its log line
+        return True
 
     def _apply(self, txn: Transaction) -> tuple[dr.CommitResult, tuple[str, list[str]] | None]:
         """The transaction's result, and the user and tokens to notify if it set messagenew."""

@@ -7,6 +7,11 @@ token (Dovecot itself would overwrite). The file holds ``{"devicetoken": {token:
 was last set}}``; older relays wrote ``{"devicetoken": [token, ...]}``, which reads as set now.
 Any other keys in the file are kept as they are.
 
+A token set again less than a day after its stamp keeps that stamp and the file is not touched:
+apps set their token on every start, and a rewrite for each (a lock, two fsyncs, a rename: about
+1 ms, against 20 µs for a read) would buy nothing but a finer stamp on a 90-day expiry. Whether
+a set changes anything is first checked without the lock, and again under it.
+
 A token is dropped when it is older than 90 days (the app sets it again when it runs) or stamped
 in the future (a clock gone wrong would otherwise keep it forever), and when the push gateway
 says it is dead (410). Changes hold a lock beside the file (``filelock``) and replace the file
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +42,7 @@ MAX_AGE = 90 * 86400  # seconds a token lives without being set again
 FUTURE_SLACK = 60  # seconds a stamp may lie ahead (clock skew between processes)
 MAX_TOKEN = 4096  # bytes; real tokens are a few hundred
 MAX_TOKENS = 64  # per account; the oldest go first
+RESTAMP_AFTER = 86400  # seconds after which setting a stored token again renews its stamp
 
 
 def is_valid(stamp: float, now: float) -> bool:
@@ -83,6 +90,10 @@ def check_token(token: str) -> None:
         raise ValueError("device token with spaces or control characters")
 
 
+def _current(tokens: dict[str, float], token: str, now: float) -> bool:
+    return now - tokens.get(token, -math.inf) < RESTAMP_AFTER
+
+
 class TokenStore:
     """The device tokens of the accounts under ``mailboxes_dir``.
 
@@ -103,10 +114,26 @@ class TokenStore:
         _, tokens = parse(data, time.time() if now is None else now)
         return sorted(tokens, key=tokens.__getitem__)
 
+    def is_current(self, addr: str, token: str, now: float | None = None) -> bool:
+        """Whether setting ``token`` for ``addr`` now would change nothing (see the module's
+        doc); reads the file, takes no lock, writes nothing."""
+        path = user_dir(self.mailboxes_dir, addr) / METADATA_FILE
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return False
+        now = time.time() if now is None else now
+        whole, tokens = parse(data, now)
+        return isinstance(whole.get(KEY), dict) and _current(tokens, token, now)
+
     def add(self, addr: str, token: str, now: float | None = None) -> None:
         """Record ``token`` as set now; the oldest go beyond MAX_TOKENS."""
         check_token(token)
+        if self.is_current(addr, token, now):
+            return
         with self._change(addr, now) as (tokens, now):
+            if _current(tokens, token, now):
+                return  # set meanwhile by another
             tokens.pop(token, None)
             tokens[token] = now
             for old in sorted(tokens, key=tokens.__getitem__)[: max(0, len(tokens) - MAX_TOKENS)]:

@@ -56,6 +56,28 @@ def test_two_devices_set_their_tokens_and_a_lookup_returns_both(world):
     assert lookup(handler, TOKEN_KEY, BOB) == dr.NOT_FOUND
 
 
+def test_setting_a_token_again_answers_without_a_thread_or_a_write(world, monkeypatch):
+    handler, _, tmp_path = world
+    assert commit(handler, ALICE, dp.Set(1, TOKEN_KEY, "tok-1")) is None
+    before = (tmp_path / ALICE / "metadata.json").stat()
+
+    def no_thread(*args):
+        raise AssertionError("a set that changes nothing went to a worker thread")
+
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    assert commit(handler, ALICE, dp.Set(1, TOKEN_KEY, "tok-1")) is None
+    after = (tmp_path / ALICE / "metadata.json").stat()
+    assert after.st_mtime_ns == before.st_mtime_ns and after.st_ino == before.st_ino
+    # anything else takes the full path: a new token, a foreign user, another key
+    for user, change in [
+        (ALICE, dp.Set(1, TOKEN_KEY, "tok-2")),
+        ("mallory@evil.example", dp.Set(1, TOKEN_KEY, "tok-1")),
+        (ALICE, dp.Set(1, NEW_KEY, "")),
+    ]:
+        with pytest.raises(AssertionError, match="worker thread"):
+            commit(handler, user, change)
+
+
 def test_messagenew_notifies_each_token_of_the_user(world):
     handler, notified, _ = world
     commit(handler, ALICE, dp.Set(1, TOKEN_KEY, "tok-1"), dp.Set(1, TOKEN_KEY, "tok-2"))

@@ -16,6 +16,7 @@ from metadata.tokens import (
     MAX_AGE,
     MAX_TOKENS,
     METADATA_FILE,
+    RESTAMP_AFTER,
     TokenStore,
     check_token,
     parse,
@@ -40,8 +41,32 @@ def test_tokens_of_several_devices_are_kept_with_the_time_they_were_set(store):
     store.add(ADDR, "tok-laptop", now=NOW + 5)
     assert store.tokens(ADDR, now=NOW + 10) == ["tok-phone", "tok-laptop"]
     assert stored(store) == {KEY: {"tok-phone": int(NOW), "tok-laptop": int(NOW) + 5}}
-    store.add(ADDR, "tok-phone", now=NOW + 20)  # set again: newer stamp, still one entry
-    assert store.tokens(ADDR, now=NOW + 30) == ["tok-laptop", "tok-phone"]
+    store.add(ADDR, "tok-phone", now=NOW + RESTAMP_AFTER)  # a day later: newer stamp
+    assert store.tokens(ADDR, now=NOW + RESTAMP_AFTER) == ["tok-laptop", "tok-phone"]
+    assert len(stored(store)[KEY]) == 2
+
+
+def test_setting_a_token_again_within_a_day_leaves_the_file_alone(store):
+    store.add(ADDR, "tok", now=NOW)
+    path = store.mailboxes_dir / ADDR / METADATA_FILE
+    before = path.stat()
+    store.add(ADDR, "tok", now=NOW + RESTAMP_AFTER - 1)  # the app starts again
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert stored(store) == {KEY: {"tok": int(NOW)}}
+    assert store.is_current(ADDR, "tok", now=NOW + RESTAMP_AFTER - 1)
+    assert not store.is_current(ADDR, "tok", now=NOW + RESTAMP_AFTER)
+    assert not store.is_current(ADDR, "other", now=NOW)
+    store.add(ADDR, "tok", now=NOW + RESTAMP_AFTER)
+    assert stored(store) == {KEY: {"tok": int(NOW + RESTAMP_AFTER)}}
+
+
+def test_a_legacy_list_is_not_current_so_a_set_converts_it(store):
+    path = store.mailboxes_dir / ADDR / METADATA_FILE
+    path.write_text(json.dumps({KEY: ["tok"]}))
+    assert not store.is_current(ADDR, "tok", now=NOW)
+    store.add(ADDR, "tok", now=NOW)
+    assert stored(store) == {KEY: {"tok": int(NOW)}}
 
 
 def test_an_account_without_a_file_has_no_tokens(store):
