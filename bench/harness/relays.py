@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -56,15 +57,20 @@ def free_ports(count: int) -> list[int]:
 
 
 def relay_ini(setup: Setup, extra_ini: str = "") -> Path:
-    """The relay's chatmail.ini: the benchmark's, free loopback ports, a DKIM key in the root."""
+    """The relay's chatmail.ini: the benchmark's, free loopback ports, a DKIM key in the root.
+
+    Push notifications go to a loopback port nothing listens on, unless ``extra_ini`` sets
+    ``notification_url`` (a stand-in gateway).
+    """
     loopback = zip(LOOPBACK_PORT_KEYS, free_ports(len(LOOPBACK_PORT_KEYS)), strict=True)
     ini = setup.root / "relay.ini"
+    url = "notification_url = http://127.0.0.1:9/notify\n"  # loopback: nothing leaves
     ini.write_text(
         setup.ini.read_text()
         + "".join(f"{name} = {port}\n" for name, port in loopback)
         + f"dkim_key_path = {setup.root / 'dkim' / 'opendkim.private'}\n"
         + f"notification_queue_dir = {setup.root / 'notifications'}\n"
-        + "notification_url = http://127.0.0.1:9/notify\n"  # loopback: nothing leaves
+        + ("" if re.search(r"^notification_url\s*=", extra_ini, re.MULTILINE) else url)
         + extra_ini
     )
     ini.chmod(0o644)
