@@ -75,6 +75,7 @@ class LoadResult:
     client_cpu: float  # share of one core
     service: list[float] = field(default_factory=list)  # sorted; paced jobs only
     ok_total: int = 0  # successes at any time, also in the warm-up and after the window
+    began: float = math.nan  # time.monotonic() when the counted part of the window began
 
     @property
     def rate(self) -> float:
@@ -94,6 +95,7 @@ def merge(results: Sequence[WorkerResult], window: Window) -> LoadResult:
         client_cpu=sum(r.cpu for r in results) / (window.end - window.start),
         service=sorted(x for r in results for x in r.service),
         ok_total=sum(r.ok_total for r in results),
+        began=window.record_from,
     )
 
 
