@@ -99,6 +99,21 @@ def merge(results: Sequence[WorkerResult], window: Window) -> LoadResult:
     )
 
 
+def combine(loads: Sequence[LoadResult]) -> LoadResult:
+    """Several windows' results (e.g. the rounds of one arm) as one, over all their seconds."""
+    return LoadResult(
+        ok=sum(r.ok for r in loads),
+        errors=sum(r.errors for r in loads),
+        first_error=next((r.first_error for r in loads if r.first_error), ""),
+        latencies=sorted(x for r in loads for x in r.latencies),
+        seconds=sum(r.seconds for r in loads),
+        client_cpu=sum(r.client_cpu for r in loads) / len(loads),
+        service=sorted(x for r in loads for x in r.service),
+        ok_total=sum(r.ok_total for r in loads),
+        began=min((r.began for r in loads), default=math.nan),
+    )
+
+
 def finished(result: WorkerResult, start: float, cpu0: float) -> LoadResult:
     """One in-process run's ``result``, counted from ``start`` (time.monotonic()) until now;
     ``cpu0`` is time.process_time() at the start."""
