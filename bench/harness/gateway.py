@@ -1,8 +1,10 @@
 """A stand-in push gateway on loopback: records each POST body (a device token) with its time.
 
-Run as its own process (``python gateway.py PORT``; ``running_gateway`` does that), so its
-timestamps do not wait for the benchmark's own threads. It speaks plain HTTP/1.1 with kept-alive
-connections, as the notifier's HTTP client does, and answers every POST with the status it is
+Run as its own process (``python gateway.py PORT [CERT KEY]``; ``running_gateway`` does that),
+so its timestamps do not wait for the benchmark's own threads. It speaks HTTP/1.1 with
+kept-alive connections, as the notifier's HTTP client does: HTTPS as the real gateway, with a
+self-signed certificate for 127.0.0.1 that the relay is told to trust (``REQUESTS_CA_BUNDLE``
+in its environment: ``environ``), or plain HTTP. It answers every POST with the status it is
 told (200 by default; 500 to make the notifier queue and retry). It imports nothing but the
 standard library, so it runs from this file alone.
 
@@ -19,6 +21,8 @@ import asyncio
 import contextlib
 import http.client
 import json
+import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -86,9 +90,9 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
     return method, target, await reader.readexactly(int(fields.get("content-length", 0)))
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, tls: ssl.SSLContext | None) -> None:
     gateway = Gateway()
-    server = await asyncio.start_server(gateway.handle, "127.0.0.1", port, backlog=512)
+    server = await asyncio.start_server(gateway.handle, "127.0.0.1", port, ssl=tls, backlog=512)
     async with server:
         await server.serve_forever()
 
@@ -101,13 +105,25 @@ class GatewayClient:
     """The benchmark's handle on a running gateway."""
 
     port: int
+    ca_file: str = ""  # its certificate, if it speaks HTTPS
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/notify"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}/notify"
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """What the relay's environment needs to trust this gateway."""
+        return {"REQUESTS_CA_BUNDLE": self.ca_file} if self.ca_file else {}
 
     def _request(self, method: str, path: str, body: bytes = b"", timeout: float = 10) -> bytes:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout + 10)
+        if self.ca_file:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=timeout + 10, context=context
+            )
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout + 10)
         try:
             conn.request(method, path, body)
             response = conn.getresponse()
@@ -140,21 +156,44 @@ class GatewayClient:
         return False
 
 
-def argv(port: int) -> list[str]:
-    """The command line that runs the gateway on ``port`` with this Python."""
-    return [sys.executable, str(Path(__file__).resolve()), str(port)]
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for IP 127.0.0.1 and its key (Debian's openssl), readable by
+    the relay's daemons."""
+    cert, key = directory / "gateway-cert.pem", directory / "gateway-key.pem"
+    key_args = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    name_args = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    out_args = ["-days", "1", "-keyout", str(key), "-out", str(cert)]
+    argv = ["openssl", "req", "-x509", *key_args, *name_args, *out_args]
+    subprocess.run(argv, check=True, capture_output=True)
+    cert.chmod(0o644)
+    return cert, key
 
 
 @contextlib.contextmanager
-def running_gateway(root: Path, port: int) -> Iterator[tuple[GatewayClient, int]]:
-    """The gateway on ``port`` (its log in ``root``), stopped at the end; (client, its pid)."""
+def running_gateway(root: Path, port: int, tls: bool) -> Iterator[tuple[GatewayClient, int]]:
+    """The gateway on ``port`` (HTTPS if ``tls``; its files in ``root``), stopped at the end;
+    (client, its pid)."""
     from .procs import Daemon, running  # not needed when this file runs as the gateway
 
+    argv = [sys.executable, str(Path(__file__).resolve()), str(port)]
     client = GatewayClient(port)
-    with running(Daemon(argv(port), root / "gateway.log", cwd=root), client.ready) as daemon:
+    if tls:
+        cert, key = make_certificate(root)
+        argv += [str(cert), str(key)]
+        client = GatewayClient(port, str(cert))
+    log = root / f"gateway-{port}.log"
+    with running(Daemon(argv, log, cwd=root), client.ready) as daemon:
         yield client, daemon.pid
+
+
+def tls_context(argv: list[str]) -> ssl.SSLContext | None:
+    if not argv:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*argv)
+    return context
 
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(int(sys.argv[1])))
+        asyncio.run(serve(int(sys.argv[1]), tls_context(sys.argv[2:])))

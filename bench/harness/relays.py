@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,10 +79,14 @@ def relay_ini(setup: Setup, extra_ini: str = "") -> Path:
 
 
 @contextlib.contextmanager
-def running_relay(setup: Setup, extra_ini: str = "") -> Iterator[Relay]:
+def running_relay(
+    setup: Setup, extra_ini: str = "", environ: Mapping[str, str] | None = None
+) -> Iterator[Relay]:
     """The relay under ``setup.root/relay``, stopped (``supervise.down``) at the end.
 
-    ``extra_ini`` is added to its chatmail.ini (e.g. rate limits that never refuse).
+    ``extra_ini`` is added to its chatmail.ini (e.g. rate limits that never refuse);
+    ``environ`` to the environment ``up`` starts supervisord, and so every daemon, with (e.g.
+    ``REQUESTS_CA_BUNDLE`` for a stand-in push gateway), as an operator's service manager would.
     """
     config = chatmail_config.load(relay_ini(setup, extra_ini))
     layout = Layout(setup.root / "relay")
@@ -90,7 +95,8 @@ def running_relay(setup: Setup, extra_ini: str = "") -> Iterator[Relay]:
     params = RenderParams(ports=ports, bin_dir=setup.bin_dir)
     try:
         supervise.ensure_dkim_key(config)
-        supervise.up(config, layout, params, timeout=60)
+        with environment(environ or {}):
+            supervise.up(config, layout, params, timeout=60)
         pid = supervise.supervisord_pid(layout)
         if pid is not None:
             setup.other.roots.add(pid)
@@ -100,6 +106,21 @@ def running_relay(setup: Setup, extra_ini: str = "") -> Iterator[Relay]:
         # interrupted while supervisord was starting, it may write its pidfile a moment later
         if not stopped and read_pid(layout.supervisord_pid, timeout=5) is not None:
             supervise.down(layout)
+
+
+@contextlib.contextmanager
+def environment(extra: Mapping[str, str]) -> Iterator[None]:
+    """``extra`` in this process's environment (which subprocesses inherit) until the end."""
+    saved = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def program_pids(layout: Layout) -> dict[str, int]:
