@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from harness import env, report
-from harness.clients import LoadResult, merge, run_clients, split_evenly
+from harness.clients import LoadResult, combine, merge, run_clients, split_evenly
 from harness.dictload import DictJob, prepare_dict_job
 from harness.env import DOMAIN, VMAIL, Setup
 from harness.imap import imap_jobs, prepare_imap_job
@@ -237,14 +237,7 @@ class ImapArm:
         return sum(r.ok for r in self.results) / sum(r.seconds for r in self.results)
 
     def merged(self) -> LoadResult:
-        return LoadResult(
-            ok=sum(r.ok for r in self.results),
-            errors=sum(r.errors for r in self.results),
-            first_error=next((r.first_error for r in self.results if r.first_error), ""),
-            latencies=sorted(x for r in self.results for x in r.latencies),
-            seconds=sum(r.seconds for r in self.results),
-            client_cpu=sum(r.client_cpu for r in self.results) / len(self.results),
-        )
+        return combine(self.results)
 
     def jobs(self, setup: Setup) -> list:
         creds = setup.credentials()

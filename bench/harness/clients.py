@@ -75,6 +75,7 @@ class LoadResult:
     client_cpu: float  # share of one core
     service: list[float] = field(default_factory=list)  # sorted; paced jobs only
     ok_total: int = 0  # successes at any time, also in the warm-up and after the window
+    began: float = math.nan  # time.monotonic() when the counted part of the window began
 
     @property
     def rate(self) -> float:
@@ -94,6 +95,22 @@ def merge(results: Sequence[WorkerResult], window: Window) -> LoadResult:
         client_cpu=sum(r.cpu for r in results) / (window.end - window.start),
         service=sorted(x for r in results for x in r.service),
         ok_total=sum(r.ok_total for r in results),
+        began=window.record_from,
+    )
+
+
+def combine(loads: Sequence[LoadResult]) -> LoadResult:
+    """Several windows' results (e.g. the rounds of one arm) as one, over all their seconds."""
+    return LoadResult(
+        ok=sum(r.ok for r in loads),
+        errors=sum(r.errors for r in loads),
+        first_error=next((r.first_error for r in loads if r.first_error), ""),
+        latencies=sorted(x for r in loads for x in r.latencies),
+        seconds=sum(r.seconds for r in loads),
+        client_cpu=sum(r.client_cpu for r in loads) / len(loads),
+        service=sorted(x for r in loads for x in r.service),
+        ok_total=sum(r.ok_total for r in loads),
+        began=min((r.began for r in loads), default=math.nan),
     )
 
 

@@ -1,7 +1,10 @@
-"""IMAP LOGIN+LOGOUT sessions on loopback, from client processes: over a window, or each once.
+"""IMAP sessions on loopback, from client processes: LOGIN+LOGOUT over a window or each once,
+and METADATA commands in logged-in sessions.
 
 One session connects, reads the greeting, logs in with LOGIN and logs out, then starts over
 with the next account; several sessions run concurrently in each client process (asyncio).
+A metadata session logs in once, before the window, and then sets and reads a push device
+token (SETMETADATA, GETMETADATA on INBOX) as a chat app does, over and over.
 """
 
 from __future__ import annotations
@@ -127,3 +130,84 @@ async def _tagged_reply(reader: asyncio.StreamReader, tag: bytes) -> bytes:
             raise asyncio.IncompleteReadError(b"", None)
         if line.startswith(tag):
             return line
+
+
+# -- METADATA in logged-in sessions --------------------------------------------------------------
+
+SET_TOKEN = b'a SETMETADATA INBOX (/private/devicetoken "tok")\r\n'
+GET_TOKEN = b"b GETMETADATA INBOX /private/devicetoken\r\n"
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@dataclass(frozen=True)
+class MetadataJob:
+    port: int
+    accounts: tuple[tuple[str, str], ...]  # (address, password): one session each
+
+
+def prepare_metadata_job(job: MetadataJob) -> Callable[[Window], WorkerResult]:
+    """For ``clients.run_clients``: log every session in now; over the window each session
+    repeats one op, SETMETADATA then GETMETADATA of /private/devicetoken, recorded as one."""
+    loop = asyncio.new_event_loop()
+    sessions = loop.run_until_complete(_log_in_all(job))
+
+    def run(window: Window) -> WorkerResult:
+        try:
+            return loop.run_until_complete(_metadata_sessions(sessions, window))
+        finally:
+            loop.close()
+
+    return run
+
+
+async def _log_in_all(job: MetadataJob) -> list[Streams]:
+    return list(await asyncio.gather(*(_logged_in(job.port, *a) for a in job.accounts)))
+
+
+async def _logged_in(port: int, addr: str, password: str) -> Streams:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    greeting = await reader.readline()
+    writer.write(f'a LOGIN "{addr}" "{password}"\r\n'.encode())
+    login = await _tagged_reply(reader, b"a ")
+    if not greeting.startswith(b"* OK") or not login.startswith(b"a OK"):
+        raise RuntimeError(f"IMAP login of {addr} failed: {login.decode(errors='replace')}")
+    return reader, writer
+
+
+async def _metadata_sessions(sessions: list[Streams], window: Window) -> WorkerResult:
+    result = WorkerResult()
+    sleep_until(window.start)
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while time.monotonic() < window.end:
+            began = time.monotonic()
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    problem = await metadata_op(reader, writer)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            done = time.monotonic()
+            result.record(done, window, not problem, done - began, problem)
+            if problem:
+                break  # the session's state is unknown: it ends
+        writer.close()
+
+    await asyncio.gather(*(session(*s) for s in sessions))
+    return result
+
+
+async def metadata_op(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+    """Set the token, read it back; "" if both went well, else the unexpected line."""
+    writer.write(SET_TOKEN)
+    reply = await _tagged_reply(reader, b"a ")
+    if not reply.startswith(b"a OK"):
+        return reply.decode(errors="replace").strip()
+    writer.write(GET_TOKEN)
+    untagged = b""
+    while not (line := await reader.readline()).startswith(b"b "):
+        if not line:
+            raise asyncio.IncompleteReadError(untagged, None)
+        untagged += line
+    if not line.startswith(b"b OK") or b"tok" not in untagged:
+        return (line + untagged[:80]).decode(errors="replace").strip()
+    return ""

@@ -3,6 +3,8 @@
 The limit Dovecot: a second Dovecot (``dovecot -c``) from the very dovecot.conf the relay
 rendered, with its dict passdb/userdb replaced by a passwd-file holding the same SHA512-CRYPT
 hashes. It is Dovecot without any external lookup: what Dovecot alone can do on this machine.
+Optionally its ``mail_attribute_dict`` (IMAP METADATA) is one of Dovecot's own too, e.g.
+``file:%h/dovecot-attributes``, instead of chatmail-metadata's socket.
 
 The limit Postfix: a second Postfix from the very main.cf, master.cf and run-master the relay
 rendered, without its ``smtpd_proxy_filter`` lines (no filtermail), on its own free ports and
@@ -29,10 +31,13 @@ from .relays import Relay, free_ports
 
 
 @contextlib.contextmanager
-def running_limit_dovecot(setup: Setup, relay: Relay, port: int) -> Iterator[None]:
+def running_limit_dovecot(
+    setup: Setup, relay: Relay, port: int, attribute_dict: str | None = None
+) -> Iterator[None]:
     """The limit Dovecot with IMAP on ``port``, from the relay's dovecot.conf, stopped at the end.
 
-    Its IMAPS listener goes to another free port (nothing uses it).
+    Its IMAPS listener goes to another free port (nothing uses it). ``attribute_dict``, if
+    given, replaces the relay's ``mail_attribute_dict``.
     """
     home = setup.root / "limit"
     home.mkdir(mode=0o755)
@@ -41,7 +46,7 @@ def running_limit_dovecot(setup: Setup, relay: Relay, port: int) -> Iterator[Non
     conf = home / "dovecot.conf"
     rendered = relay.layout.dovecot_conf.read_text()
     moved = {relay.ports.imap: port, relay.ports.imaps: free_port([port])}
-    conf.write_text(limit_dovecot_conf(rendered, home, passwd, moved))
+    conf.write_text(limit_dovecot_conf(rendered, home, passwd, moved, attribute_dict))
     subprocess.run(["dovecot", "-c", str(conf)], check=True, stdin=subprocess.DEVNULL)
     pid = read_pid(home / "run" / "master.pid")
     if pid is not None:
@@ -59,10 +64,17 @@ def running_limit_dovecot(setup: Setup, relay: Relay, port: int) -> Iterator[Non
         wait_gone(pid, 30)
 
 
-def limit_dovecot_conf(rendered: str, home: Path, passwd: Path, moved: dict[int, int]) -> str:
+def limit_dovecot_conf(
+    rendered: str,
+    home: Path,
+    passwd: Path,
+    moved: dict[int, int],
+    attribute_dict: str | None = None,
+) -> str:
     """The relay's dovecot.conf with a passwd-file passdb/userdb, as its own instance.
 
-    ``moved`` maps each of the relay's listening ports to the limit's.
+    ``moved`` maps each of the relay's listening ports to the limit's; ``attribute_dict``, if
+    given, replaces its ``mail_attribute_dict``.
     """
     text = _replace_dict_blocks(
         rendered, "passdb", f"driver = passwd-file\n  args = scheme=SHA512-CRYPT {passwd}"
@@ -78,6 +90,10 @@ def limit_dovecot_conf(rendered: str, home: Path, passwd: Path, moved: dict[int,
     substitutions += [
         (rf"^([ \t]*)port = {old}$", rf"\g<1>port = {new}") for old, new in moved.items()
     ]
+    if attribute_dict is not None:
+        substitutions.append(
+            (r"^mail_attribute_dict = .*$", f"mail_attribute_dict = {attribute_dict}")
+        )
     for pattern, replacement in substitutions:
         text = _substitute_once(pattern, replacement, text, "dovecot.conf")
     return text

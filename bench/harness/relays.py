@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,15 +58,20 @@ def free_ports(count: int) -> list[int]:
 
 
 def relay_ini(setup: Setup, extra_ini: str = "") -> Path:
-    """The relay's chatmail.ini: the benchmark's, free loopback ports, a DKIM key in the root."""
+    """The relay's chatmail.ini: the benchmark's, free loopback ports, a DKIM key in the root.
+
+    Push notifications go to a loopback port nothing listens on, unless ``extra_ini`` sets
+    ``notification_url`` (a stand-in gateway).
+    """
     loopback = zip(LOOPBACK_PORT_KEYS, free_ports(len(LOOPBACK_PORT_KEYS)), strict=True)
     ini = setup.root / "relay.ini"
+    url = "notification_url = http://127.0.0.1:9/notify\n"  # loopback: nothing leaves
     ini.write_text(
         setup.ini.read_text()
         + "".join(f"{name} = {port}\n" for name, port in loopback)
         + f"dkim_key_path = {setup.root / 'dkim' / 'opendkim.private'}\n"
         + f"notification_queue_dir = {setup.root / 'notifications'}\n"
-        + "notification_url = http://127.0.0.1:9/notify\n"  # loopback: nothing leaves
+        + ("" if re.search(r"^notification_url\s*=", extra_ini, re.MULTILINE) else url)
         + extra_ini
     )
     ini.chmod(0o644)
@@ -72,10 +79,14 @@ def relay_ini(setup: Setup, extra_ini: str = "") -> Path:
 
 
 @contextlib.contextmanager
-def running_relay(setup: Setup, extra_ini: str = "") -> Iterator[Relay]:
+def running_relay(
+    setup: Setup, extra_ini: str = "", environ: Mapping[str, str] | None = None
+) -> Iterator[Relay]:
     """The relay under ``setup.root/relay``, stopped (``supervise.down``) at the end.
 
-    ``extra_ini`` is added to its chatmail.ini (e.g. rate limits that never refuse).
+    ``extra_ini`` is added to its chatmail.ini (e.g. rate limits that never refuse);
+    ``environ`` to the environment ``up`` starts supervisord, and so every daemon, with (e.g.
+    ``REQUESTS_CA_BUNDLE`` for a stand-in push gateway), as an operator's service manager would.
     """
     config = chatmail_config.load(relay_ini(setup, extra_ini))
     layout = Layout(setup.root / "relay")
@@ -84,7 +95,8 @@ def running_relay(setup: Setup, extra_ini: str = "") -> Iterator[Relay]:
     params = RenderParams(ports=ports, bin_dir=setup.bin_dir)
     try:
         supervise.ensure_dkim_key(config)
-        supervise.up(config, layout, params, timeout=60)
+        with environment(environ or {}):
+            supervise.up(config, layout, params, timeout=60)
         pid = supervise.supervisord_pid(layout)
         if pid is not None:
             setup.other.roots.add(pid)
@@ -94,6 +106,21 @@ def running_relay(setup: Setup, extra_ini: str = "") -> Iterator[Relay]:
         # interrupted while supervisord was starting, it may write its pidfile a moment later
         if not stopped and read_pid(layout.supervisord_pid, timeout=5) is not None:
             supervise.down(layout)
+
+
+@contextlib.contextmanager
+def environment(extra: Mapping[str, str]) -> Iterator[None]:
+    """``extra`` in this process's environment (which subprocesses inherit) until the end."""
+    saved = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def program_pids(layout: Layout) -> dict[str, int]:

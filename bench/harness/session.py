@@ -10,7 +10,7 @@ from . import env, report
 
 # what the relay runs (running_relay); doveauth_bench also starts Dovecot alone
 TOOLS = ("dovecot", "doveadm", "supervisord", "supervisorctl", "postfix")
-DAEMONS = ("doveauth", "lastlogin", "filtermail")
+DAEMONS = ("doveauth", "lastlogin", "filtermail", "chatmail-metadata")
 
 
 @contextlib.contextmanager
