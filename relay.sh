@@ -13,8 +13,9 @@ cd "$(dirname "$(readlink -f "$0")")"
 PREFIX=${CHATMAIL_PREFIX:-/usr/local/lib/chatmaild}
 VENV=$PREFIX/venv
 TEST_VENV=$PREFIX/venv-test
-# libgcrypt20: filtermail's armor CRC-24; openssl: the self-signed certificate
-PACKAGES="postfix dovecot-core dovecot-imapd dovecot-lmtpd supervisor python3-venv openssl libgcrypt20"
+# libgcrypt20: filtermail's armor CRC-24; openssl: the self-signed certificate; ca-certificates:
+# the CA store the push notifier verifies the gateway against
+PACKAGES="postfix dovecot-core dovecot-imapd dovecot-lmtpd supervisor python3-venv openssl libgcrypt20 ca-certificates"
 TEST_PACKAGES="gnupg dnsmasq-base"  # GnuPG encrypts test mail; dnsmasq serves DKIM keys
 
 need_root() {

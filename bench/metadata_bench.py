@@ -10,7 +10,7 @@ empty its queue quickly after a burst, and stay small while the gateway is down.
 How (the shared parts are in ``harness``): the relay as production starts it, with
 ``notification_url`` pointed at a stand-in push gateway (``harness.gateway``: its own process on
 loopback, HTTPS with a certificate of its own that the relay trusts through
-``REQUESTS_CA_BUNDLE``, every POST recorded with its time, 200 or 500 on demand). Dict keys
+``SSL_CERT_FILE``, every POST recorded with its time, 200 or 500 on demand). Dict keys
 carry a made-up mailbox GUID, which chatmail-metadata ignores.
 
 1. Delivery to gateway, on the otherwise idle relay, one message at a time to an account with
@@ -471,7 +471,7 @@ def print_latency(rows: list[Latencies], c: Counts) -> None:
         "  the data. first: the row's first message (in an LMTP row, the relay's first push: the\n"
         "  notifier loads its HTTP client and connects to the gateway); the percentiles are of\n"
         "  the others. Everything else in this benchmark runs with the HTTPS gateway (verified\n"
-        "  against its own certificate: REQUESTS_CA_BUNDLE); the plain-HTTP row ran first, on a\n"
+        "  against its own certificate: SSL_CERT_FILE); the plain-HTTP row ran first, on a\n"
         "  relay of its own. The goal is checked on the LMTP row with HTTPS."
     )
     for r in rows:

@@ -1,10 +1,10 @@
 """A stand-in push gateway for tests: HTTPS on 127.0.0.1 with a certificate of its own CA.
 
 The relay's notifier must trust it as it trusts the real gateway: by verifying the certificate.
-``ca_file`` is the certificate to hand to the notifier (``REQUESTS_CA_BUNDLE``, which requests
-reads from its environment). The gateway records each POST body with the time it arrived and
-answers 410 for tokens in ``dead``, else 200. ``stop()`` closes the port (connections are
-refused, as when a gateway is down) and ``start()`` opens the same port again.
+``ca_file`` is the certificate to hand to the notifier (``SSL_CERT_FILE`` in its environment,
+which OpenSSL reads instead of the system's CA store). The gateway records each POST body
+with the time it arrived and answers 410 for tokens in ``dead``, else 200. ``stop()`` closes
+the port (connections are refused, as when a gateway is down); ``start()`` opens it again.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def bin_dir() -> Path:
 
 def start_relay(extra_ini: str = "", environ: dict[str, str] | None = None) -> Relay:
     """A relay as ``up`` starts it, in a temporary directory on free ports. ``environ``: extra
-    environment for supervisord and so every daemon (e.g. ``REQUESTS_CA_BUNDLE`` for a test's
+    environment for supervisord and so every daemon (e.g. ``SSL_CERT_FILE`` for a test's
     push gateway), as an operator's service manager would set it."""
     require_root()
     for binary in ("dovecot", "doveadm", "doveconf", "supervisord", "supervisorctl", "postfix"):

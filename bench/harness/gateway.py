@@ -3,7 +3,7 @@
 Run as its own process (``python gateway.py PORT [CERT KEY]``; ``running_gateway`` does that),
 so its timestamps do not wait for the benchmark's own threads. It speaks HTTP/1.1 with
 kept-alive connections, as the notifier's HTTP client does: HTTPS as the real gateway, with a
-self-signed certificate for 127.0.0.1 that the relay is told to trust (``REQUESTS_CA_BUNDLE``
+self-signed certificate for 127.0.0.1 that the relay is told to trust (``SSL_CERT_FILE``
 in its environment: ``environ``), or plain HTTP. It answers every POST with the status it is
 told (200 by default; 500 to make the notifier queue and retry). It imports nothing but the
 standard library, so it runs from this file alone.
@@ -114,7 +114,7 @@ class GatewayClient:
     @property
     def environ(self) -> dict[str, str]:
         """What the relay's environment needs to trust this gateway."""
-        return {"REQUESTS_CA_BUNDLE": self.ca_file} if self.ca_file else {}
+        return {"SSL_CERT_FILE": self.ca_file} if self.ca_file else {}
 
     def _request(self, method: str, path: str, body: bytes = b"", timeout: float = 10) -> bytes:
         if self.ca_file:

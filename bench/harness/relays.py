@@ -86,7 +86,7 @@ def running_relay(
 
     ``extra_ini`` is added to its chatmail.ini (e.g. rate limits that never refuse);
     ``environ`` to the environment ``up`` starts supervisord, and so every daemon, with (e.g.
-    ``REQUESTS_CA_BUNDLE`` for a stand-in push gateway), as an operator's service manager would.
+    ``SSL_CERT_FILE`` for a stand-in push gateway), as an operator's service manager would.
     """
     config = chatmail_config.load(relay_ini(setup, extra_ini))
     layout = Layout(setup.root / "relay")

@@ -51,9 +51,7 @@ def relay_up(request, gateway: Gateway):
         require_binary(binary)
     require(rpc_server_path().exists(), f"{rpc_server_path()} missing: pip install '.[test]'")
     failed_before = request.session.testsfailed
-    relay = UpRelay(
-        environ={"REQUESTS_CA_BUNDLE": str(gateway.ca_file)}, notification_url=gateway.url
-    )
+    relay = UpRelay(environ={"SSL_CERT_FILE": str(gateway.ca_file)}, notification_url=gateway.url)
     yield relay
     relay.down(keep_files=request.session.testsfailed > failed_before)
 

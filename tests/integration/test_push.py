@@ -1,6 +1,6 @@
 """Push on a whole relay: SETMETADATA, Dovecot's push hook on LMTP delivery, chatmail-metadata and
 a stand-in push gateway (HTTPS on loopback with its own certificate, which the relay's notifier
-verifies: ``REQUESTS_CA_BUNDLE`` in the daemons' environment)."""
+verifies: ``SSL_CERT_FILE`` in the daemons' environment)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def world():
     relay = start_relay(
         f"notification_url = {gateway.url}\niroh_relay = https://iroh.example.org\n"
         "max_user_send_burst_size = 1000\n",
-        environ={"REQUESTS_CA_BUNDLE": str(gateway.ca_file)},
+        environ={"SSL_CERT_FILE": str(gateway.ca_file)},
     )
     gpg = Gpg()
     yield relay, gateway, gpg

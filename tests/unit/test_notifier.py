@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-import requests
+from urllib3 import exceptions as http
 
 from metadata.notifier import DEAD, DONE, RETRY, Notifier, describe, next_try, verdict
 from metadata.pushqueue import (
@@ -87,16 +87,17 @@ def test_gateway_answers(status, outcome):
 
 
 def test_failures_are_described_without_the_request():
-    refused = requests.ConnectionError(
-        "HTTPSConnectionPool(host='x', port=443): Max retries exceeded with url: /notify "
-        "(Caused by NewConnectionError('<obj at 0x7f>: Failed to establish a new connection: "
-        "[Errno 111] Connection refused'))"
+    refused = http.NewConnectionError(
+        None, "Failed to establish a new connection: [Errno 111] Connection refused"
     )
     assert describe(refused) == "unreachable ([Errno 111] Connection refused)"
-    assert describe(requests.ReadTimeout("read timed out")) == "timed out"
-    assert describe(requests.ConnectTimeout("connect timed out")) == "timed out"
-    assert describe(requests.exceptions.SSLError("bad cert")) == "failed TLS"
-    assert describe(requests.ConnectionError("odd")) == "failed (ConnectionError)"
+    assert describe(http.ReadTimeoutError(None, "/notify", "read timed out")) == "timed out"
+    assert describe(http.ConnectTimeoutError("connect timed out")) == "timed out"
+    assert describe(http.SSLError("certificate verify failed")) == "failed TLS"
+    assert describe(http.ProtocolError("odd")) == "failed (ProtocolError)"
+    assert describe(ConnectionResetError(104, "Connection reset by peer")) == (
+        "unreachable ([Errno 104] Connection reset by peer)"
+    )
 
 
 def test_item_file_round_trip():
@@ -247,8 +248,8 @@ def test_count_pending_counts_queued_files_only(tmp_path):
     assert count_pending(tmp_path) == 2
 
 
-def test_an_idle_notifier_never_loads_requests(tmp_path):
-    """requests comes in with the first notification (about 6 MB a relay without push saves)."""
+def test_an_idle_notifier_never_loads_its_http_client(tmp_path):
+    """urllib3 comes in with the first notification (about 5 MB a relay without push saves)."""
     import subprocess
     import sys
 
@@ -257,7 +258,7 @@ def test_an_idle_notifier_never_loads_requests(tmp_path):
         "async def idle():\n"
         f"    n = Notifier(Path({str(tmp_path)!r}), 'http://127.0.0.1:9/', lambda a, t: None)\n"
         "    await n.start(); await asyncio.sleep(0.2); await n.stop(5)\n"
-        "asyncio.run(idle()); print('requests' in sys.modules)"
+        "asyncio.run(idle()); print('urllib3' in sys.modules)"
     )
     run = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2]

@@ -106,7 +106,9 @@ def test_dovecot_conf_records_logins_through_lastlogin(cfg, layout):
 def test_dovecot_conf_serves_metadata_and_runs_the_push_hook_on_delivery(cfg, layout):
     render(cfg, layout, PARAMS)
     text = layout.dovecot_conf.read_text()
-    assert setting(text, "mail_attribute_dict") == [f"proxy:{layout.metadata_socket}:metadata"]
+    assert setting(text, "mail_attribute_dict") == [
+        f"proxy:idle_msecs=10000:{layout.metadata_socket}:metadata"
+    ]
     assert setting(text, "imap_metadata") == ["yes"]
     assert setting(text, "imap_capability") == ["+XDELTAPUSH XCHATMAIL"]
     lmtp = re.search(r"protocol lmtp \{(.*?)\}", text, flags=re.DOTALL).group(1)
