@@ -6,7 +6,6 @@ Started through ``relay.supervise.up`` from the ``relay.render`` rendering, exac
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
@@ -16,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from daemons import write_ini
 from helpers_env import free_port, require, require_binary, require_root
@@ -111,26 +110,12 @@ def start_relay(extra_ini: str = "", environ: dict[str, str] | None = None) -> R
     relay = Relay(cfg, layout, params, tmp)
     try:
         supervise.ensure_dkim_key(cfg)
-        with extra_environment(environ or {}):
+        with mock.patch.dict(os.environ, environ or {}):  # up's children inherit it
             supervise.up(cfg, layout, params, timeout=60)
     except BaseException:
         stop_relay(relay)
         raise
     return relay
-
-
-@contextlib.contextmanager
-def extra_environment(environ: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in environ}
-    os.environ.update(environ)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def chatmail_relay(*args: str, environ: dict | None = None) -> subprocess.CompletedProcess:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from chatmaild import config as chatmail_config
 from relay import supervise
@@ -95,7 +96,7 @@ def running_relay(
     params = RenderParams(ports=ports, bin_dir=setup.bin_dir)
     try:
         supervise.ensure_dkim_key(config)
-        with environment(environ or {}):
+        with mock.patch.dict(os.environ, environ or {}):  # up's children inherit it
             supervise.up(config, layout, params, timeout=60)
         pid = supervise.supervisord_pid(layout)
         if pid is not None:
@@ -106,21 +107,6 @@ def running_relay(
         # interrupted while supervisord was starting, it may write its pidfile a moment later
         if not stopped and read_pid(layout.supervisord_pid, timeout=5) is not None:
             supervise.down(layout)
-
-
-@contextlib.contextmanager
-def environment(extra: Mapping[str, str]) -> Iterator[None]:
-    """``extra`` in this process's environment (which subprocesses inherit) until the end."""
-    saved = {name: os.environ.get(name) for name in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def program_pids(layout: Layout) -> dict[str, int]:
