@@ -7,8 +7,11 @@ Layout (shared with existing chatmail relays, so operators switch without migrat
     <mailboxes_dir>/<addr>/                     also Dovecot's maildir (cur/ new/ tmp/)
 
 ``user_dir`` is the only function that turns an address from the network into a path; everything
-else goes through it. Files are written atomically (temporary file, fsync, rename or link), so a
-crash or a full disk never leaves a half-written password file behind.
+else goes through it, and ``account_name`` decides which directory names under
+``mailboxes_dir`` are accounts at all. The last-login rule lives here too: the day of an
+account's last login is the mtime of its password file, set by lastlogin (``login_day``) and
+read by expiry (``last_login``, ``inactive``). Files are written atomically (temporary file,
+fsync, rename or link), so a crash or a full disk never leaves a half-written password file.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 
 PASSWORD_FILE = "password"
+DAY = 86400  # seconds; last logins are kept at day granularity (UTC days)
 ENFORCE_E2EE_FILE = "enforceE2EEincoming"
 
 # RFC 5321 §4.5.3.1: 64 octets of local part, 254 of address (256 of path minus the brackets).
@@ -62,6 +66,48 @@ def user_dir(mailboxes_dir: Path, addr: str) -> Path:
     """The directory of account ``addr``; raises InvalidAddress for anything unsafe."""
     check_address(addr)
     return mailboxes_dir / addr
+
+
+def account_name(name: str) -> bool:
+    """Whether ``name``, an entry of ``mailboxes_dir``, can be an account's directory."""
+    try:
+        check_address(name)
+    except InvalidAddress:
+        return False
+    return True
+
+
+def day_start(seconds: float) -> int:
+    """The start (UTC) of the day of unix time ``seconds``."""
+    seconds = int(seconds)
+    return seconds - seconds % DAY
+
+
+def login_day(value: str, now: float) -> int:
+    """The day to record for a login at unix time ``value`` (a string from Dovecot), which must
+    not lie in the future: a time far ahead would keep the account from ever expiring."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
+        raise ValueError("last-login value is not a unix time")
+    seconds = int(value)
+    if seconds > now + DAY:
+        raise ValueError("last-login time lies in the future")
+    return day_start(seconds)
+
+
+def last_login(udir: Path) -> int | None:
+    """The day (its start, unix time) of the last login of the account in ``udir``; None if
+    it has no password file. The password file is never followed if it is a symlink."""
+    try:
+        return day_start(os.lstat(os.path.join(udir, PASSWORD_FILE)).st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+def inactive(login_day_start: int, now: float, days: int) -> bool:
+    """Whether an account last logged in on the day starting at ``login_day_start`` has been
+    unused for more than ``days`` whole days at ``now``: a login today or up to ``days`` days
+    ago keeps it. Epoch seconds throughout, so the host's time zone plays no part."""
+    return day_start(now) - login_day_start > days * DAY
 
 
 def _write_temp(directory: Path, data: bytes, mode: int) -> str:

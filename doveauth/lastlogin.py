@@ -20,25 +20,11 @@ from chatmaild import dictproto as dp
 from chatmaild import dictreply as dr
 from chatmaild.daemon import parse_args, serve_until_signalled
 from chatmaild.dictconn import DictHandler, Transaction
-from chatmaild.mailbox import PASSWORD_FILE, InvalidAddress, user_dir
+from chatmaild.mailbox import PASSWORD_FILE, InvalidAddress, login_day, user_dir
 
 log = logging.getLogger(__name__)
 
 PREFIX = "shared/last-login/"
-DAY = 86400
-
-
-def login_day(value: str, now: float) -> int:
-    """The start (UTC) of the day of unix time ``value``, which must not lie in the future.
-
-    A time far ahead would keep the account from ever expiring, so it is refused.
-    """
-    if not (value.isascii() and value.isdigit()) or len(value) > 12:
-        raise ValueError("last-login value is not a unix time")
-    seconds = int(value)
-    if seconds > now + DAY:
-        raise ValueError("last-login time lies in the future")
-    return seconds - seconds % DAY
 
 
 class LastLoginDict(DictHandler):

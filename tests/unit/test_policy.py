@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from chatmaild import config
 from chatmaild.config import settings_from
+from chatmaild.mailbox import DAY, login_day
 from doveauth.auth import split_passdb_key
-from doveauth.lastlogin import DAY, login_day
 from doveauth.policy import (
     PASSWORD_MAX_BYTES,
     CreationRules,
