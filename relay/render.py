@@ -27,7 +27,7 @@ from .values import RenderError, TemplateValues
 __all__ = ["Layout", "Ports", "RenderError", "RenderParams", "code_digest", "render"]
 
 TEMPLATES = Path(__file__).parent / "templates"
-DAEMON_PACKAGES = ("chatmaild", "doveauth", "filtermail", "metadata")
+DAEMON_PACKAGES = ("chatmaild", "doveauth", "filtermail", "metadata", "expire")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,165 @@
+"""One expiry run over ``mailboxes_dir``: which accounts, messages and files go (``rules``),
+removed by one ``Sweep`` that counts what it removed (or, without ``--remove``, would remove).
+
+Races are expected, since Dovecot and doveauth keep running: a file that vanishes before it is
+removed was removed by someone else and is not counted; an account is checked once more right
+before it goes, so one that logged in during the run stays; names under ``mailboxes_dir`` that
+are no address (``chatmaild.mailbox.account_name``) and symlinks are left alone, so nothing
+outside ``mailboxes_dir`` is ever touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chatmaild.mailbox import account_name, inactive, last_login
+
+from . import rules
+from .maildir import messages, subdirs, temp_files
+from .rules import Limits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Totals:
+    accounts: int = 0
+    accounts_removed: int = 0
+    messages_removed: int = 0
+    bytes_removed: int = 0
+    files_removed: int = 0  # tmp/ leftovers, Dovecot's files, maildirsize
+    errors: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Sweep:
+    """Removes what it is given, or only counts it when ``remove`` is False; ``listing`` gets
+    (what, path) of each (``-v``)."""
+
+    def __init__(self, remove: bool, listing: Callable[[str, str], None] | None = None) -> None:
+        self.remove, self.listing = remove, listing
+        self.totals = Totals()
+
+    def _unlink(self, path: str) -> bool:
+        if not self.remove:
+            return True
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False  # gone meanwhile: Dovecot expunged it, or another run
+        except OSError as exc:
+            self.totals.errors += 1
+            log.error("cannot remove %s: %s", path, exc.strerror)
+            return False
+        return True
+
+    def message(self, path: str, size: int, reason: str) -> bool:
+        if self.listing:
+            self.listing(reason, path)
+        if not self._unlink(path):
+            return False
+        self.totals.messages_removed += 1
+        self.totals.bytes_removed += size
+        self.totals.reasons[reason] = self.totals.reasons.get(reason, 0) + 1
+        return True
+
+    def file(self, path: str, what: str) -> bool:
+        if self.listing:
+            self.listing(what, path)
+        if self._unlink(path):
+            self.totals.files_removed += 1
+            return True
+        return False
+
+    def account(self, path: str, what: str) -> None:
+        """Remove a whole account directory (never following symlinks inside it)."""
+        if self.listing:
+            self.listing(what, path)
+        if self.remove:
+            shutil.rmtree(path, onerror=self._rmtree_error)
+        self.totals.accounts_removed += 1
+
+    def _rmtree_error(self, func: object, path: str, exc_info: tuple) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            self.totals.errors += 1
+            log.error("cannot remove %s: %s", path, exc_info[1])
+
+
+def expire_mailboxes(
+    mailboxes_dir: str,
+    limits: Limits,
+    sweep: Sweep,
+    trim_to: int | None = None,
+    progress: Callable[[Totals], None] | None = None,
+) -> Totals:
+    """Expire every account under ``mailboxes_dir``; ``trim_to``: bytes a mailbox over its quota
+    warning is trimmed to (``quota.trim``). Raises OSError if ``mailboxes_dir`` is unreadable."""
+    from .quota import trim, warning_level
+
+    with os.scandir(mailboxes_dir) as entries:
+        for entry in entries:
+            if not account_name(entry.name) or not entry.is_dir(follow_symlinks=False):
+                continue
+            sweep.totals.accounts += 1
+            if expire_account(entry.path, limits, sweep) and trim_to is not None:
+                trim(entry.path, trim_to, limits.now, sweep, warning_level(trim_to), limits)
+            if progress:
+                progress(sweep.totals)
+    return sweep.totals
+
+
+def expire_account(home: str, limits: Limits, sweep: Sweep) -> bool:
+    """Expire one account; True if it is still there (for the quota trim)."""
+    login = last_login(home)
+    if login is None:
+        try:
+            mtime = os.lstat(home).st_mtime
+        except FileNotFoundError:
+            return False
+        if rules.orphan_expired(mtime, limits.now) and last_login(home) is None:
+            sweep.account(home, "no password")
+            return False
+        return True
+    if inactive(login, limits.now, limits.inactive_days):
+        again = last_login(home)  # a login during the run keeps it
+        if again is not None and inactive(again, limits.now, limits.inactive_days):
+            sweep.account(home, "inactive")
+            return False
+    removed = expire_messages(home, limits, sweep)
+    expire_files(home, limits, sweep, removed)
+    return True
+
+
+def expire_messages(home: str, limits: Limits, sweep: Sweep) -> bool:
+    """Remove the old and the large messages; True if any went."""
+    removed = False
+    for msg in messages(home):
+        reason = rules.message_reason(msg, limits)
+        if reason is not None and sweep.message(msg.path, msg.size, reason):
+            removed = True
+    for path, mtime in temp_files(home):
+        if rules.temp_expired(mtime, limits.now):
+            sweep.file(path, "tmp")
+    return removed
+
+
+def expire_files(home: str, limits: Limits, sweep: Sweep, messages_removed: bool) -> None:
+    """Dovecot's files in the root and in each folder that may go (``rules``), and the quota
+    count once messages went."""
+    for folder in [home, *(e.path for e in subdirs(home) if e.name.startswith("."))]:
+        for name in (rules.CACHE_FILE, rules.LOG2_FILE):
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if rules.dovecot_file_expired(name, st.st_mtime, limits.now, messages_removed):
+                sweep.file(path, "dovecot")
+    if messages_removed:
+        path = os.path.join(home, rules.QUOTA_FILE)
+        if os.path.lexists(path):
+            sweep.file(path, "quota count")
