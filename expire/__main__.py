@@ -45,17 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         cfg.delete_inactive_users_after,
     )
     sweep = Sweep(args.remove, listing if args.verbose else None)
+    progress = Progress() if sys.stderr.isatty() else None
     try:
         totals = expire_mailboxes(
             str(cfg.mailboxes_dir),
             limits,
             sweep,
             trim_to=int(cfg.max_mailbox_size * TARGET),
-            progress=Progress() if sys.stderr.isatty() else None,
+            progress=progress,
         )
     except OSError as exc:
         log.error("cannot read mailboxes_dir %s: %s", cfg.mailboxes_dir, exc.strerror or exc)
         return 2
+    if progress is not None:
+        print(file=sys.stderr)  # end the progress line
     print(summary(totals, args.remove, time.monotonic() - began))
     return 1 if totals.errors else 0
 
