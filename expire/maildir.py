@@ -39,19 +39,13 @@ def name_size(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def subdirs(path: str) -> Iterator[os.DirEntry]:
-    """The real directories (no symlinks) in ``path``; none if it is gone or not a directory."""
-    try:
-        entries = os.scandir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    with entries:
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    yield entry
-            except OSError:
-                continue
+@dataclass(frozen=True, slots=True)
+class Folder:
+    """A Maildir folder as one scandir saw it: its real subdirectories and file names."""
+
+    path: str
+    dirs: dict[str, str]  # cur/new/tmp → path
+    files: frozenset[str]  # names of the regular files in it (Dovecot's, password, ...)
 
 
 def files(path: str) -> Iterator[tuple[os.DirEntry, os.stat_result]]:
@@ -69,37 +63,54 @@ def files(path: str) -> Iterator[tuple[os.DirEntry, os.stat_result]]:
                 continue  # expunged while we looked
 
 
-def folders(home: str) -> Iterator[str]:
-    """The Maildir folders of the mailbox at ``home``: the root, then each ``.<name>``."""
-    yield home
-    for entry in subdirs(home):
-        if entry.name.startswith(".") and entry.name not in (".", ".."):
-            yield entry.path
+def _folder(path: str, subfolders: list[str] | None = None) -> Folder | None:
+    """One scandir of ``path``; its ``.<name>`` directories go to ``subfolders`` if given."""
+    dirs, names = {}, set()
+    try:
+        entries = os.scandir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with entries:
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name in ("cur", "new", "tmp"):
+                        dirs[entry.name] = entry.path
+                    elif subfolders is not None and entry.name.startswith("."):
+                        subfolders.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    names.add(entry.name)
+            except OSError:
+                continue
+    return Folder(path, dirs, frozenset(names))
 
 
-def message_dirs(folder: str) -> Iterator[tuple[str, str]]:
-    """(name, path) of the folder's ``cur`` and ``new``, if they are real directories."""
-    for entry in subdirs(folder):
-        if entry.name in MESSAGE_DIRS:
-            yield entry.name, entry.path
+def folders(home: str) -> list[Folder]:
+    """The Maildir folders of the mailbox at ``home``: the root (INBOX), then each ``.<name>``
+    (one level, as Dovecot's Maildir++ layout has them); one scandir each."""
+    subfolders: list[str] = []
+    root = _folder(home, subfolders)
+    found = [root] if root is not None else []
+    found += [f for f in map(_folder, subfolders) if f is not None]
+    return found
 
 
-def messages(home: str) -> Iterator[Message]:
-    """Every message of the mailbox at ``home``, in no particular order."""
-    for folder in folders(home):
-        for kind, path in message_dirs(folder):
-            for entry, st in files(path):
+def messages(home: str, found: list[Folder] | None = None) -> Iterator[Message]:
+    """Every message of the mailbox at ``home`` (or in its ``found`` folders), in no order."""
+    for folder in folders(home) if found is None else found:
+        for kind in MESSAGE_DIRS:
+            if kind not in folder.dirs:
+                continue
+            for entry, st in files(folder.dirs[kind]):
                 size = name_size(entry.name)
-                yield Message(
-                    entry.path, st.st_size if size is None else size, st.st_mtime, kind == "cur"
-                )
+                size = st.st_size if size is None else size
+                yield Message(entry.path, size, st.st_mtime, kind == "cur")
 
 
-def temp_files(home: str) -> Iterator[tuple[str, float]]:
+def temp_files(home: str, found: list[Folder] | None = None) -> Iterator[tuple[str, float]]:
     """(path, mtime) of each file in the ``tmp/`` of each folder: deliveries in progress, or
     leftovers of ones a crash interrupted."""
-    for folder in folders(home):
-        for entry in subdirs(folder):
-            if entry.name == "tmp":
-                for file, st in files(entry.path):
-                    yield file.path, st.st_mtime
+    for folder in folders(home) if found is None else found:
+        if "tmp" in folder.dirs:
+            for entry, st in files(folder.dirs["tmp"]):
+                yield entry.path, st.st_mtime

@@ -40,20 +40,13 @@ def warning_level(target: int) -> int:
     return int(target / TARGET * WARNING)
 
 
-def trim(
-    home: str,
-    target: int,
-    now: float,
-    sweep: Sweep,
-    only_over: int = 0,
-    limits: Limits | None = None,
-) -> int:
+def trim(home: str, target: int, now: float, sweep: Sweep, limits: Limits | None = None) -> int:
     """Remove the oldest messages of the mailbox at ``home`` (none younger than a day) until it
-    holds at most ``target`` bytes, if it holds more than ``only_over``; the bytes it holds
-    then. Messages ``limits`` expires anyway are not counted (they go, or went, already)."""
+    holds at most ``target`` bytes; the bytes it holds then. Messages ``limits`` expires anyway
+    are not counted (they go, or went, already)."""
     kept = [m for m in messages(home) if limits is None or message_reason(m, limits) is None]
     total = sum(m.size for m in kept)
-    if total <= max(target, only_over):
+    if total <= target:
         return total
     removed = False
     for msg in sorted(kept, key=lambda m: m.mtime):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from chatmaild.mailbox import account_name, inactive, last_login
 
 from . import rules
-from .maildir import messages, subdirs, temp_files
+from .maildir import Folder, folders, messages, temp_files
 from .rules import Limits
 
 log = logging.getLogger(__name__)
@@ -105,61 +105,67 @@ def expire_mailboxes(
             if not account_name(entry.name) or not entry.is_dir(follow_symlinks=False):
                 continue
             sweep.totals.accounts += 1
-            if expire_account(entry.path, limits, sweep) and trim_to is not None:
-                trim(entry.path, trim_to, limits.now, sweep, warning_level(trim_to), limits)
+            kept = expire_account(entry.path, limits, sweep)
+            if trim_to is not None and kept > warning_level(trim_to):
+                trim(entry.path, trim_to, limits.now, sweep, limits=limits)
             if progress:
                 progress(sweep.totals)
     return sweep.totals
 
 
-def expire_account(home: str, limits: Limits, sweep: Sweep) -> bool:
-    """Expire one account; True if it is still there (for the quota trim)."""
+def expire_account(home: str, limits: Limits, sweep: Sweep) -> int:
+    """Expire one account; the bytes of mail it keeps (0 if it went)."""
     login = last_login(home)
     if login is None:
         try:
             mtime = os.lstat(home).st_mtime
         except FileNotFoundError:
-            return False
+            return 0
         if rules.orphan_expired(mtime, limits.now) and last_login(home) is None:
             sweep.account(home, "no password")
-            return False
-        return True
+            return 0
+        return 0
     if inactive(login, limits.now, limits.inactive_days):
         again = last_login(home)  # a login during the run keeps it
         if again is not None and inactive(again, limits.now, limits.inactive_days):
             sweep.account(home, "inactive")
-            return False
-    removed = expire_messages(home, limits, sweep)
-    expire_files(home, limits, sweep, removed)
-    return True
+            return 0
+    found = folders(home)
+    removed, kept = expire_messages(home, found, limits, sweep)
+    expire_files(found, limits, sweep, removed)
+    return kept
 
 
-def expire_messages(home: str, limits: Limits, sweep: Sweep) -> bool:
-    """Remove the old and the large messages; True if any went."""
-    removed = False
-    for msg in messages(home):
+def expire_messages(
+    home: str, found: list[Folder], limits: Limits, sweep: Sweep
+) -> tuple[bool, int]:
+    """Remove the old and the large messages; whether any went, and the bytes of those kept."""
+    removed, kept = False, 0
+    for msg in messages(home, found):
         reason = rules.message_reason(msg, limits)
-        if reason is not None and sweep.message(msg.path, msg.size, reason):
+        if reason is None:
+            kept += msg.size
+        elif sweep.message(msg.path, msg.size, reason):
             removed = True
-    for path, mtime in temp_files(home):
+    for path, mtime in temp_files(home, found):
         if rules.temp_expired(mtime, limits.now):
             sweep.file(path, "tmp")
-    return removed
+    return removed, kept
 
 
-def expire_files(home: str, limits: Limits, sweep: Sweep, messages_removed: bool) -> None:
-    """Dovecot's files in the root and in each folder that may go (``rules``), and the quota
-    count once messages went."""
-    for folder in [home, *(e.path for e in subdirs(home) if e.name.startswith("."))]:
+def expire_files(found: list[Folder], limits: Limits, sweep: Sweep, messages_removed: bool) -> None:
+    """Dovecot's files in each folder that may go (``rules``), and the quota count once
+    messages went."""
+    for folder in found:
         for name in (rules.CACHE_FILE, rules.LOG2_FILE):
-            path = os.path.join(folder, name)
+            if name not in folder.files:
+                continue
+            path = os.path.join(folder.path, name)
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
                 continue
             if rules.dovecot_file_expired(name, st.st_mtime, limits.now, messages_removed):
                 sweep.file(path, "dovecot")
-    if messages_removed:
-        path = os.path.join(home, rules.QUOTA_FILE)
-        if os.path.lexists(path):
-            sweep.file(path, "quota count")
+    if messages_removed and found and rules.QUOTA_FILE in found[0].files:
+        sweep.file(os.path.join(found[0].path, rules.QUOTA_FILE), "quota count")
