@@ -21,6 +21,7 @@ import jinja2
 
 from chatmaild.config import SMTP_RECIPIENT_LIMIT, Config
 from chatmaild.mailbox import atomic_write
+from expire.quota import MB, TARGET, WARNING
 
 from .values import RenderError, TemplateValues
 
@@ -221,6 +222,9 @@ def template_values(config: Config, layout: Layout, params: RenderParams) -> Tem
         reinject_port_incoming=config.postfix_reinject_port_incoming,
         max_message_size=config.max_message_size,
         max_smtp_connections=config.max_smtp_connections,
+        max_mailbox_size=config.max_mailbox_size,
+        quota_warning_percent=round(WARNING * 100),
+        quota_target_mb=int(config.max_mailbox_size * TARGET) // MB,
         smtp_recipient_limit=SMTP_RECIPIENT_LIMIT,
         postfix_master=Path(params.postfix_master),
         config_path=path,

@@ -24,6 +24,9 @@ _SAFE_PATH = re.compile(r"/[A-Za-z0-9/._@+\[\]-]*")
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _DOMAIN = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
 _HEX = re.compile(r"[0-9a-f]{64}|")
+_MIB = 1024 * 1024
+# the units of Dovecot's quota_rule, largest first; a bare number there means kilobytes
+_DOVECOT_UNITS = (("G", 1024**3), ("M", _MIB), ("k", 1024), ("b", 1))
 
 
 class RenderError(ValueError):
@@ -87,6 +90,13 @@ def _mailto(value: object) -> str | None:
     return "not an e-mail address such as privacy@example.org"
 
 
+def _quota(value: object) -> str | None:
+    """max_mailbox_size: enough for a trim target of at least 1 MiB (see ``quota_target_mb``)."""
+    if type(value) is int and _MIB * 2 <= value <= 2**50:
+        return None
+    return "must be from 2M (a full mailbox is trimmed to 70% of it, in whole MiB) to 1024T"
+
+
 def _digest(value: object) -> str | None:
     return None if isinstance(value, str) and _HEX.fullmatch(value) else "not a sha256 digest"
 
@@ -136,6 +146,13 @@ class TemplateValues:
         metadata=_check(_count(1, 65535), "postfix_reinject_port_incoming")
     )
     max_message_size: int = dataclasses.field(metadata=_check(_count(1, 2**40), "max_message_size"))
+    max_mailbox_size: int = dataclasses.field(metadata=_check(_quota, "max_mailbox_size"))
+    quota_warning_percent: int = dataclasses.field(
+        metadata=_check(_count(1, 99), "quota warning percentage")
+    )
+    quota_target_mb: int = dataclasses.field(
+        metadata=_check(_count(1, 2**30), "quota trim target (MiB)")
+    )
     max_smtp_connections: int = dataclasses.field(
         metadata=_check(_count(1, 1_000_000), "max_smtp_connections")
     )
@@ -149,6 +166,14 @@ class TemplateValues:
     def listen_host(self) -> str:
         """The listen address as Postfix's master.cf writes it before ``:port``."""
         return f"[{self.listen}]" if ":" in self.listen else self.listen
+
+    @property
+    def quota_storage(self) -> str:
+        """max_mailbox_size as Dovecot's ``quota_rule`` reads it, in the largest exact unit."""
+        for unit, factor in _DOVECOT_UNITS:
+            if self.max_mailbox_size % factor == 0:
+                return f"{self.max_mailbox_size // factor}{unit}"
+        raise AssertionError("every size is a whole number of bytes")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -56,6 +56,22 @@ def test_doveconf_accepts_the_rendered_dovecot_conf(tmp_path, domain):
     assert f"first_valid_uid = {_vmail_user_and_uid()[1]}" in result.stdout
     # doveconf expands $mail_plugins: the plugin list of protocol imap must name last_login
     assert re.search(r"^\s*mail_plugins = .*\blast_login\b", result.stdout, flags=re.MULTILINE)
+    # quota reaches both protocols: the global line comes before their blocks (else doveconf
+    # warns that it "won't change the setting inside an earlier filter")
+    assert "Warning" not in result.stderr, result.stderr
+    imap = re.search(r"^protocol imap \{\n(.*?)^\}", result.stdout, re.DOTALL | re.MULTILINE)
+    lmtp = re.search(r"^protocol lmtp \{\n(.*?)^\}", result.stdout, re.DOTALL | re.MULTILINE)
+    assert 'mail_plugins = " quota imap_quota last_login"' in imap.group(1)
+    assert re.search(r'mail_plugins = " quota .*push_notification_lua"', lmtp.group(1))
+    assert "quota_full_tempfail = yes" in lmtp.group(1)
+    # the quota warning's script runs as the vmail user (without `user =` it would run as root)
+    service = subprocess.run(
+        [doveconf, "-c", str(layout.dovecot_conf), "-h", "service/quota-warning/user"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert service.stdout.strip() == _vmail_user_and_uid()[0], service.stderr
 
 
 def test_doveconf_check_is_not_vacuous(tmp_path):

@@ -98,7 +98,8 @@ def test_dovecot_conf_has_port_uid_and_paths(cfg, layout):
 def test_dovecot_conf_records_logins_through_lastlogin(cfg, layout):
     render(cfg, layout, PARAMS)
     text = layout.dovecot_conf.read_text()
-    assert setting(text, "mail_plugins")[0] == "$mail_plugins last_login"
+    imap = re.search(r"protocol imap \{(.*?)\}", text, flags=re.DOTALL).group(1)
+    assert "last_login" in setting(imap, "mail_plugins")[0].split()
     assert setting(text, "last_login_dict") == [f"proxy:{layout.lastlogin_socket}:lastlogin"]
     assert setting(text, "last_login_key") == ["last-login/%u"]
 
@@ -117,6 +118,80 @@ def test_dovecot_conf_serves_metadata_and_runs_the_push_hook_on_delivery(cfg, la
     assert setting(text, "push_notification_driver") == [f"lua:file={layout.push_lua}"]
     assert "/private/messagenew" in layout.push_lua.read_text()
     assert setting(text, "mail_server_admin") == []  # no privacy_mail: no admin contact
+
+
+def block(text: str, header: str) -> str:
+    """The body of the first ``header { ... }`` block (no nested blocks before its end)."""
+    match = re.search(rf"^{re.escape(header)} \{{\n(.*?)^\}}", text, re.DOTALL | re.MULTILINE)
+    assert match is not None, f"no {header} block"
+    return match.group(1)
+
+
+def with_mailbox_size(ini: Path, size: str) -> config.Config:
+    ini.write_text(
+        re.sub(r"(?m)^max_mailbox_size =.*$", f"max_mailbox_size = {size}", ini.read_text())
+    )
+    return config.load(ini)
+
+
+def test_dovecot_conf_sets_the_quota_from_max_mailbox_size(cfg, layout):
+    render(cfg, layout, PARAMS)
+    text = layout.dovecot_conf.read_text()
+    assert cfg.max_mailbox_size == 500 * 1024 * 1024  # chatmail.ini's default, 500M
+    assert setting(text, "quota") == ["maildir:User quota"]
+    assert setting(text, "quota_rule") == ["*:storage=500M"]
+    assert setting(text, "quota_grace") == ["0"]
+    # at 90%, trim to 70% of 500 MiB = 350 MiB; %h is the account's home (its Maildir)
+    assert setting(text, "quota_warning") == ["storage=90%% quota-warning 350 %h"]
+
+
+def test_the_quota_warning_runs_chatmail_quota_expire_as_vmail(cfg, layout):
+    render(cfg, layout, PARAMS)
+    service = block(layout.dovecot_conf.read_text(), "service quota-warning")
+    assert setting(service, "executable") == ["script /x/bin/chatmail-quota-expire"]
+    assert setting(service, "user") == ["vmail", "vmail"]  # the script, then its socket
+    assert "unix_listener quota-warning {" in service
+    assert setting(service, "mode") == ["0600"]
+
+
+def test_the_quota_plugin_is_loaded_before_any_protocol_block(cfg, layout):
+    # a global mail_plugins after `protocol imap {}` would not reach imap (doveconf warns)
+    render(cfg, layout, PARAMS)
+    text = layout.dovecot_conf.read_text()
+    first = text.index("\nmail_plugins = $mail_plugins quota\n")
+    assert first < text.index("\nprotocol imap {") and first < text.index("\nprotocol lmtp {")
+    imap = block(text, "protocol imap")
+    assert "imap_quota" in setting(imap, "mail_plugins")[0].split()  # GETQUOTAROOT
+
+
+def test_a_full_mailbox_defers_mail_instead_of_bouncing_it(cfg, layout):
+    render(cfg, layout, PARAMS)
+    lmtp = block(layout.dovecot_conf.read_text(), "protocol lmtp")
+    assert setting(lmtp, "quota_full_tempfail") == ["yes"]
+
+
+@pytest.mark.parametrize(
+    ("size", "rule", "target_mb"),
+    [
+        ("2M", "2M", 1),  # 70% of 2 MiB is 1.4 MiB: whole MiB, rounded down
+        ("1G", "1G", 716),
+        ("31457280", "30M", 21),
+        ("2560K", "2560k", 1),
+        ("2097153", "2097153b", 1),
+    ],
+)
+def test_max_mailbox_size_renders_in_a_unit_dovecot_reads(ini, layout, size, rule, target_mb):
+    render(with_mailbox_size(ini, size), layout, PARAMS)
+    text = layout.dovecot_conf.read_text()
+    assert setting(text, "quota_rule") == [f"*:storage={rule}"]
+    assert setting(text, "quota_warning") == [f"storage=90%% quota-warning {target_mb} %h"]
+
+
+@pytest.mark.parametrize("size", ["1M", "2047K", "0"])
+def test_a_mailbox_size_too_small_to_trim_in_whole_megabytes_is_refused(ini, layout, size):
+    with pytest.raises(RenderError, match="max_mailbox_size"):
+        render(with_mailbox_size(ini, size), layout, PARAMS)
+    assert not layout.dovecot_conf.exists()
 
 
 def test_the_admin_contact_is_privacy_mail(ini, layout):
