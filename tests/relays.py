@@ -62,6 +62,15 @@ class Relay:
     def log(self, name: str) -> str:
         return (self.layout.log_dir / name).read_text(errors="replace")
 
+    def logs(self) -> dict[str, str]:
+        """Every log file (the expiry's are in a directory of their own): name -> text."""
+        log_dir = self.layout.log_dir
+        return {
+            str(path.relative_to(log_dir)): path.read_text(errors="replace")
+            for path in sorted(log_dir.rglob("*"))
+            if path.is_file()
+        }
+
 
 @functools.cache
 def bin_dir() -> Path:
