@@ -193,12 +193,13 @@ def _up(args: argparse.Namespace) -> int:
     runner = None
     if install:
         params, runner = schedule.for_install(params, layout)
+        schedule.record(params, layout)
     record = supervise.ensure_dkim_key(cfg)
     if record is not None:
         print(f"made the DKIM key {cfg.dkim_key_path}; publish this DNS record:\n{record}")
     supervise.up(cfg, layout, params)
     if install:
-        schedule.activate(params, layout)
+        schedule.enable(params)
     _print_login(cfg, params, layout, schedule.summary(cfg, params, layout, runner))
     return 0
 

@@ -11,6 +11,7 @@ Needs root.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import subprocess
@@ -64,23 +65,33 @@ def for_install(params: RenderParams, layout: Layout) -> tuple[RenderParams, str
     if params.scheduler == "systemd":
         return dataclasses.replace(params, schedule_dir=directory), f"systemd ({TIMER})"
     pid = cron_daemon(supervisord_pid(layout), processes())
-    params = dataclasses.replace(params, schedule_dir=directory, run_cron=pid is None)
-    if pid is None:
-        return params, "Debian's cron, run by the relay's supervisord (no cron daemon ran)"
-    return params, f"the cron daemon that runs here (pid {pid})"
+    if pid is not None:
+        params = dataclasses.replace(params, schedule_dir=directory)
+        return params, f"the cron daemon that runs here (pid {pid})"
+    if not Path(params.cron_bin).exists():
+        raise RelayError(f"no cron daemon runs, and {params.cron_bin} is not there: install cron")
+    params = dataclasses.replace(params, schedule_dir=directory, run_cron=True)
+    return params, "Debian's cron, run by the relay's supervisord (no cron daemon ran)"
 
 
-def activate(params: RenderParams, layout: Layout) -> None:
-    """After ``up`` installed the schedule: record its files for ``down``; enable the timer."""
-    files = params.schedule_files(layout)
-    atomic_write(layout.schedule_installed, "".join(f"{p}\n" for p in files).encode(), 0o644)
+def record(params: RenderParams, layout: Layout) -> None:
+    """Before ``up`` installs the schedule: note its files, for ``down`` (even if ``up`` fails
+    after writing them)."""
+    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    files = "".join(f"{path}\n" for path in params.schedule_files(layout))
+    atomic_write(layout.schedule_installed, files.encode(), mode=0o644)
+
+
+def enable(params: RenderParams) -> None:
+    """After ``up`` installed a systemd timer: have systemd read it, and start it."""
     if params.scheduler == "systemd":
         _systemctl("daemon-reload")
         _systemctl("enable", "--now", TIMER)
 
 
 def deactivate(layout: Layout) -> list[Path]:
-    """Undo ``activate``: stop and disable the timer, remove the files; return them."""
+    """Undo ``record`` and ``enable``: stop and disable the timer, remove the files; return
+    those that were there."""
     try:
         recorded = layout.schedule_installed.read_text().split()
     except FileNotFoundError:
@@ -89,12 +100,15 @@ def deactivate(layout: Layout) -> list[Path]:
     timer = any(path.name == TIMER for path in files)
     if timer:
         _systemctl("disable", "--now", TIMER)
+    removed = []
     for path in files:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
     if timer:
         _systemctl("daemon-reload")
     layout.schedule_installed.unlink()
-    return files
+    return removed
 
 
 def _systemctl(*args: str) -> None:

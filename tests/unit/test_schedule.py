@@ -51,12 +51,21 @@ def test_a_cron_is_never_anyones_when_the_relay_does_not_run():
     assert schedule.cron_daemon(None, [(92, SUPERVISORD, "cron")]) == 92
 
 
-def test_without_a_cron_daemon_supervisord_runs_cron(layout, monkeypatch):
+def test_without_a_cron_daemon_supervisord_runs_cron(layout, monkeypatch, tmp_path):
     monkeypatch.setattr(schedule, "processes", lambda: [(1, 0, "process_api")])
-    params, runner = schedule.for_install(RenderParams(scheduler="cron"), layout)
+    cron = tmp_path / "cron"
+    cron.touch()
+    params, runner = schedule.for_install(RenderParams(cron_bin=str(cron)), layout)
     assert params.schedule_dir == Path("/etc/cron.d")
     assert params.run_cron
     assert "the relay's supervisord" in runner
+
+
+def test_without_cron_installed_up_says_so(layout, monkeypatch, tmp_path):
+    monkeypatch.setattr(schedule, "processes", lambda: [(1, 0, "process_api")])
+    params = RenderParams(cron_bin=str(tmp_path / "no-cron"))
+    with pytest.raises(schedule.RelayError, match="install cron"):
+        schedule.for_install(params, layout)
 
 
 def test_with_a_cron_daemon_running_none_is_started(layout, monkeypatch):
@@ -95,10 +104,18 @@ def installed(params: RenderParams, layout: Layout) -> tuple[Path, ...]:
     return files
 
 
+def test_down_removes_a_recorded_file_that_was_never_written(tmp_path, layout):
+    params = RenderParams(scheduler="cron", schedule_dir=tmp_path / "cron.d")
+    schedule.record(params, layout)  # up failed before rendering
+    assert schedule.deactivate(layout) == []
+    assert not layout.schedule_installed.exists()
+
+
 def test_a_timer_is_enabled_and_down_removes_it(tmp_path, layout, systemctl):
     params = RenderParams(scheduler="systemd", schedule_dir=tmp_path / "system")
+    schedule.record(params, layout)
     files = installed(params, layout)
-    schedule.activate(params, layout)
+    schedule.enable(params)
     assert systemctl.read_text().splitlines() == [
         "daemon-reload",
         "enable --now chatmail-expire.timer",
@@ -114,8 +131,9 @@ def test_a_timer_is_enabled_and_down_removes_it(tmp_path, layout, systemctl):
 
 def test_down_removes_the_cron_file_up_installed_without_systemctl(tmp_path, layout, systemctl):
     params = RenderParams(scheduler="cron", schedule_dir=tmp_path / "cron.d")
+    schedule.record(params, layout)
     (cron_file,) = installed(params, layout)
-    schedule.activate(params, layout)
+    schedule.enable(params)
     assert schedule.deactivate(layout) == [cron_file]
     assert not cron_file.exists()
     assert not systemctl.exists()
@@ -137,7 +155,7 @@ def test_a_failing_systemctl_is_reported(tmp_path, layout, monkeypatch):
     monkeypatch.setenv("PATH", str(bin_dir))
     params = RenderParams(scheduler="systemd", schedule_dir=tmp_path / "system")
     with pytest.raises(schedule.RelayError, match="daemon-reload failed: Failed to connect"):
-        schedule.activate(params, layout)
+        schedule.enable(params)
 
 
 def test_ups_summary_says_when_and_what_runs_it(tmp_path, layout):
