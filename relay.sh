@@ -16,7 +16,11 @@ TEST_VENV=$PREFIX/venv-test
 # libgcrypt20: filtermail's armor CRC-24; openssl: the self-signed certificate; ca-certificates:
 # the CA store the push notifier verifies the gateway against
 PACKAGES="postfix dovecot-core dovecot-imapd dovecot-lmtpd supervisor python3-venv openssl libgcrypt20 ca-certificates"
-TEST_PACKAGES="gnupg dnsmasq-base"  # GnuPG encrypts test mail; dnsmasq serves DKIM keys
+# cron runs the daily expiry, except where PID 1 is systemd (a timer does it there)
+[ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] || PACKAGES="$PACKAGES cron"
+# GnuPG encrypts test mail; dnsmasq serves DKIM keys; systemd-analyze checks the rendered timer
+# (it works without systemd running); cron: a test runs it under a relay's supervisord
+TEST_PACKAGES="gnupg dnsmasq-base systemd cron"
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then echo "relay.sh: run as root" >&2; exit 1; fi

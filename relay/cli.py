@@ -1,8 +1,9 @@
 """chatmail-relay: write chatmail.ini, render the relay's configuration, bring it up and down.
 
 chatmail-relay init DOMAIN [PATH]        write a commented default chatmail.ini
-chatmail-relay up [--config ...]         render, start (or restart if changed), wait for IMAP
-chatmail-relay down | status             stop it / say what runs
+chatmail-relay up [--config ...]         render, start (or restart if changed), wait for IMAP;
+                                         install the daily expiry (cron file or systemd timer)
+chatmail-relay down | status             stop it / say what runs and how the last expiry went
 chatmail-relay render                    only render the configuration
 chatmail-relay dkim-key [--config ...]   make the DKIM key if there is none; print its DNS record
 """
@@ -16,13 +17,14 @@ import logging
 import secrets
 import string
 import sys
+import time
 from pathlib import Path
 
 from chatmaild import config as chatmail_config
 from chatmaild.logs import setup_logging
 from metadata.pushqueue import count_pending
 
-from . import dclogin, ports, supervise, tls
+from . import dclogin, expirelog, ports, schedule, supervise, tls
 from .render import Layout, Ports, RenderError, RenderParams, render
 
 DEFAULT_CONFIG = Path("/usr/local/lib/chatmaild/chatmail.ini")
@@ -79,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
                 default="127.0.0.1",
                 help="IP address Dovecot and Postfix listen on (default 127.0.0.1)",
             )
+            cmd.add_argument(
+                "--schedule-dir",
+                type=Path,
+                help="write the daily expiry's cron file (or systemd units) into this "
+                "directory and install nothing (default: up installs them into "
+                f"{schedule.SYSTEM_DIRS['cron']}, or {schedule.SYSTEM_DIRS['systemd']} where "
+                "PID 1 is systemd; render writes them into the state directory)",
+            )
             for port_name, default in dataclasses.asdict(Ports()).items():
                 cmd.add_argument(
                     f"--{port_name}-port",
@@ -107,7 +117,9 @@ def _new_login(cfg: chatmail_config.Config) -> tuple[str, str]:
     return f"{name}@{cfg.addr_domain}", password
 
 
-def _print_login(cfg: chatmail_config.Config, params: RenderParams, layout: Layout) -> None:
+def _print_login(
+    cfg: chatmail_config.Config, params: RenderParams, layout: Layout, expiry: str
+) -> None:
     addr, password = _new_login(cfg)
     host = cfg.mail_domain if params.listen in ("0.0.0.0", "::") else params.listen
     ports = params.ports
@@ -122,7 +134,7 @@ and {ports.submissions} (TLS)
   Dovecot   IMAP {ports.imap} (STARTTLS) and {ports.imaps} (TLS), LMTP
   filtermail (outgoing and incoming: OpenPGP-encrypted mail only), doveauth, lastlogin
   chatmail-metadata (push device tokens; notifications to {cfg.notification_url})
-  Not yet: expiry.
+  expiry    {expiry}
 
 A new account (created when it first logs in):
   address:  {addr}
@@ -145,15 +157,25 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    print("stopped" if supervise.down(Layout(args.state_dir.absolute())) else "was not running")
+    layout = Layout(args.state_dir.absolute())
+    print("stopped" if supervise.down(layout) else "was not running")
+    for path in schedule.deactivate(layout):
+        print(f"removed {path}")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    print(supervise.status(Layout(args.state_dir.absolute())))
+    layout = Layout(args.state_dir.absolute())
+    print(supervise.status(layout))
     if args.config.exists():
         queue = chatmail_config.load(args.config).notification_queue_dir
         print(f"push notifications pending: {count_pending(queue)} (in {queue})")
+    try:
+        run = expirelog.last_run(layout.expire_log)
+    except OSError as exc:
+        print(f"expiry: cannot read {layout.expire_log}: {exc.strerror or exc}")
+    else:
+        print(expirelog.describe(run, time.time(), layout.expire_log))
     return 0
 
 
@@ -167,11 +189,18 @@ def _render(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     cfg = _load_or_init(args)
     layout, params = Layout(args.state_dir.absolute()), _params(args)
+    install = args.schedule_dir is None  # else: only render the schedule there
+    runner = None
+    if install:
+        params, runner = schedule.for_install(params, layout)
+        schedule.record(params, layout)
     record = supervise.ensure_dkim_key(cfg)
     if record is not None:
         print(f"made the DKIM key {cfg.dkim_key_path}; publish this DNS record:\n{record}")
     supervise.up(cfg, layout, params)
-    _print_login(cfg, params, layout)
+    if install:
+        schedule.enable(params)
+    _print_login(cfg, params, layout, schedule.summary(cfg, params, layout, runner))
     return 0
 
 
@@ -190,7 +219,12 @@ def _dkim_key(args: argparse.Namespace) -> int:
 
 def _params(args: argparse.Namespace) -> RenderParams:
     chosen = {name: getattr(args, f"{name}_port") for name in dataclasses.asdict(Ports())}
-    return RenderParams(ports=Ports(**chosen), listen=args.listen)
+    return RenderParams(
+        ports=Ports(**chosen),
+        listen=args.listen,
+        scheduler=schedule.pid1_scheduler(),
+        schedule_dir=args.schedule_dir and args.schedule_dir.absolute(),
+    )
 
 
 COMMANDS = {

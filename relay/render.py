@@ -1,8 +1,10 @@
-"""Render Dovecot and supervisor configuration from chatmail.ini into a state directory.
+"""Render Dovecot, Postfix and supervisor configuration and the daily expiry's schedule from
+chatmail.ini into a state directory.
 
 One function, ``render``, used by the tests, by ``chatmail-relay up`` and by production, so what
 is tested is what ships. Everything that differs between those (directory, ports, listen address,
-where the daemons' executables are) is a parameter; everything else comes from chatmail.ini.
+where the daemons' executables are, cron or systemd and where their files go) is a parameter;
+everything else comes from chatmail.ini.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ __all__ = ["Layout", "Ports", "RenderError", "RenderParams", "code_digest", "ren
 
 TEMPLATES = Path(__file__).parent / "templates"
 DAEMON_PACKAGES = ("chatmaild", "doveauth", "filtermail", "metadata", "expire")
+# The daily expiry's files (name -> template) for each scheduler. cron ignores a file in
+# /etc/cron.d whose name has a dot.
+SCHEDULE_TEMPLATES = {
+    "cron": {"chatmail-expire": "expire.cron.j2"},
+    "systemd": {
+        "chatmail-expire.service": "expire.service.j2",
+        "chatmail-expire.timer": "expire.timer.j2",
+    },
+}
+EXPIRE_HOUR = 3  # local time; the minute comes from the mail domain (see expire_time)
+EXPIRE_TIMER_DELAY = 15  # minutes: a systemd timer starts the run up to this much later
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,26 @@ class Layout:
         return self.state_dir / "log"
 
     @property
+    def expire_log_dir(self) -> Path:
+        """The daily expiry's logs, the last runs' (owned by the vmail user, which runs it)."""
+        return self.log_dir / "expire"
+
+    @property
+    def expire_log(self) -> Path:
+        return self.expire_log_dir / "expire.log"
+
+    @property
+    def schedule_dir(self) -> Path:
+        """Where the expiry's cron file or systemd units go unless ``RenderParams`` names a
+        directory: here, no cron or systemd reads them (``up`` installs them elsewhere)."""
+        return self.state_dir / "schedule"
+
+    @property
+    def schedule_installed(self) -> Path:
+        """The files ``up`` installed for the schedule, one per line; ``down`` removes them."""
+        return self.state_dir / "schedule.installed"
+
+    @property
     def supervisord_conf(self) -> Path:
         return self.state_dir / "supervisord.conf"
 
@@ -161,6 +194,24 @@ class RenderParams:
     dovecot_bin: str = "/usr/sbin/dovecot"
     postfix_master: str = "/usr/lib/postfix/sbin/master"
     vmail_uid: int | None = None  # looked up from chatmail.ini's vmail_user when None
+    # The daily expiry: a file for cron, or a service and a timer for systemd, written into
+    # schedule_dir (None: the state directory's, which nothing reads).
+    scheduler: str = "cron"
+    schedule_dir: Path | None = None
+    run_cron: bool = False  # supervisord runs cron: no other cron daemon does
+    cron_bin: str = "/usr/sbin/cron"
+
+    def schedule_files(self, layout: Layout) -> tuple[Path, ...]:
+        """The files the schedule is rendered into."""
+        directory = self.schedule_dir or layout.schedule_dir
+        return tuple(directory / name for name in SCHEDULE_TEMPLATES[self.scheduler])
+
+
+def expire_time(mail_domain: str) -> tuple[int, int]:
+    """(hour, minute) of the daily expiry: a minute of EXPIRE_HOUR that differs between
+    relays (many on one host or one storage should not all start together) but stays the same
+    for one, so rendering again changes nothing."""
+    return EXPIRE_HOUR, hashlib.sha256(mail_domain.encode()).digest()[0] % 60
 
 
 def code_digest() -> str:
@@ -175,13 +226,26 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
+def cron_escape(command: str) -> str:
+    """A command as a crontab line must hold it: cron turns an unescaped % into a newline."""
+    return command.replace("%", "\\%")
+
+
+def systemd_escape(command: str) -> str:
+    """A command line as a unit file must hold it: % starts a specifier, $ a variable."""
+    return command.replace("%", "%%").replace("$", "$$")
+
+
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.filters["cron"] = cron_escape
+    env.filters["systemd"] = systemd_escape
+    return env
 
 
 def template_values(config: Config, layout: Layout, params: RenderParams) -> TemplateValues:
@@ -205,6 +269,11 @@ def template_values(config: Config, layout: Layout, params: RenderParams) -> Tem
         loopback = ipaddress.ip_address(params.listen).is_loopback
     except ValueError:  # TemplateValues says what is wrong with it
         loopback = False
+    if params.run_cron and params.scheduler != "cron":
+        raise RenderError(
+            f"supervisord runs cron only for the cron scheduler, not {params.scheduler}"
+        )
+    hour, minute = expire_time(config.mail_domain)
     return TemplateValues(
         mail_domain=config.mail_domain,
         addr_domain=config.addr_domain,
@@ -240,6 +309,12 @@ def template_values(config: Config, layout: Layout, params: RenderParams) -> Tem
         admin_contact=f"mailto:{config.privacy_mail}" if config.privacy_mail else "",
         config_digest=digest,
         code_digest=code_digest(),
+        scheduler=params.scheduler,
+        expire_hour=hour,
+        expire_minute=minute,
+        expire_timer_delay=EXPIRE_TIMER_DELAY,
+        run_cron=params.run_cron,
+        cron_bin=Path(params.cron_bin),
     )
 
 
@@ -249,7 +324,8 @@ def render(config: Config, layout: Layout, params: RenderParams | None = None) -
     Only writes files whose content changed, so a caller can tell whether a restart is needed
     by comparing before and after (see ``supervise.up``).
     """
-    values = template_values(config, layout, params or RenderParams())
+    params = params or RenderParams()
+    values = template_values(config, layout, params)
     context = {"v": values, "layout": Layout(values.state_dir)}
     env = _environment()
     outputs = {
@@ -263,6 +339,8 @@ def render(config: Config, layout: Layout, params: RenderParams | None = None) -
         layout.postfix_run: ("run-master.j2", {}),
         layout.push_lua: ("push_notification.lua.j2", {}),
     }
+    for path in params.schedule_files(layout):
+        outputs[path] = (SCHEDULE_TEMPLATES[params.scheduler][path.name], {})
     changed = []
     for path, (template, extra) in outputs.items():
         text = env.get_template(template).render({**context, **extra})

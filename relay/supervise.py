@@ -1,8 +1,9 @@
 """Bring a rendered relay up and down under Debian's supervisord, and say what runs.
 
-``up`` prepares directories (sockets and mailboxes owned by the vmail user), renders the
-configuration, starts a private ``supervisord`` (Dovecot, doveauth, lastlogin) or, if one runs
-already, restarts only what changed, then waits until IMAP answers. ``down`` stops everything
+``up`` prepares directories (sockets, mailboxes and the expiry's log owned by the vmail user),
+renders the configuration (with the daily expiry's schedule, see ``schedule``), starts a
+private ``supervisord`` (Dovecot, Postfix, the daemons, cron if ``schedule`` says so) or, if one
+runs already, restarts only what changed, then waits until IMAP answers. ``down`` stops everything
 ``up`` started; ``status`` lists it and changes nothing. supervisord is driven through its
 XML-RPC interface on the relay's control socket, never by parsing ``supervisorctl``'s text.
 Needs root.
@@ -77,6 +78,11 @@ def prepare(config: Config, layout: Layout, params: RenderParams) -> set[Path]:
         if not directory.exists():  # the daemons (vmail) write there
             directory.mkdir(parents=True, mode=0o700)
             os.chown(directory, vmail.pw_uid, vmail.pw_gid)
+    # the daily expiry runs as vmail, writes its log there and rotates it (savelog); the log
+    # lists accounts' files: not for other local users
+    layout.expire_log_dir.mkdir(exist_ok=True)
+    os.chown(layout.expire_log_dir, vmail.pw_uid, vmail.pw_gid)
+    layout.expire_log_dir.chmod(0o750)
     return set(render(config, layout, dataclasses.replace(params, vmail_uid=vmail.pw_uid)))
 
 

@@ -97,6 +97,13 @@ def _quota(value: object) -> str | None:
     return "must be from 2M (a full mailbox is trimmed to 70% of it, in whole MiB) to 1024T"
 
 
+def _one_of(*allowed: str) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        return None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+    return check
+
+
 def _digest(value: object) -> str | None:
     return None if isinstance(value, str) and _HEX.fullmatch(value) else "not a sha256 digest"
 
@@ -161,6 +168,12 @@ class TemplateValues:
     )
     admin_contact: str = dataclasses.field(metadata=_check(_mailto, "privacy_mail"))
     postfix_master: Path = dataclasses.field(metadata=_check(_path, "postfix master binary"))
+    scheduler: str = dataclasses.field(metadata=_check(_one_of("cron", "systemd"), "scheduler"))
+    expire_hour: int = dataclasses.field(metadata=_check(_count(0, 23), "expiry hour"))
+    expire_minute: int = dataclasses.field(metadata=_check(_count(0, 59), "expiry minute"))
+    expire_timer_delay: int = dataclasses.field(metadata=_check(_count(0, 1440), "timer delay"))
+    run_cron: bool = dataclasses.field(metadata=_check(_flag, "run_cron flag"))
+    cron_bin: Path = dataclasses.field(metadata=_check(_path, "cron binary"))
 
     @property
     def listen_host(self) -> str:

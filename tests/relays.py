@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -61,6 +62,15 @@ class Relay:
     def log(self, name: str) -> str:
         return (self.layout.log_dir / name).read_text(errors="replace")
 
+    def logs(self) -> dict[str, str]:
+        """Every log file (the expiry's are in a directory of their own): name -> text."""
+        log_dir = self.layout.log_dir
+        return {
+            str(path.relative_to(log_dir)): path.read_text(errors="replace")
+            for path in sorted(log_dir.rglob("*"))
+            if path.is_file()
+        }
+
 
 @functools.cache
 def bin_dir() -> Path:
@@ -82,10 +92,13 @@ def bin_dir() -> Path:
     return path
 
 
-def start_relay(extra_ini: str = "", environ: dict[str, str] | None = None) -> Relay:
+def start_relay(
+    extra_ini: str = "", environ: dict[str, str] | None = None, **render_params
+) -> Relay:
     """A relay as ``up`` starts it, in a temporary directory on free ports. ``environ``: extra
     environment for supervisord and so every daemon (e.g. ``SSL_CERT_FILE`` for a test's
-    push gateway), as an operator's service manager would set it."""
+    push gateway), as an operator's service manager would set it. ``render_params``: more
+    ``RenderParams`` (the expiry's schedule stays in the state directory unless one says)."""
     require_root()
     for binary in ("dovecot", "doveadm", "doveconf", "supervisord", "supervisorctl", "postfix"):
         require_binary(binary)
@@ -106,7 +119,7 @@ def start_relay(extra_ini: str = "", environ: dict[str, str] | None = None) -> R
     cfg = config.load(ini)
     layout = Layout(tmp / "state")
     ports = Ports(**{name: free_port() for name in dataclasses.asdict(Ports())})
-    params = RenderParams(ports=ports, bin_dir=bin_dir())
+    params = RenderParams(ports=ports, bin_dir=bin_dir(), **render_params)
     relay = Relay(cfg, layout, params, tmp)
     try:
         supervise.ensure_dkim_key(cfg)
@@ -120,7 +133,12 @@ def start_relay(extra_ini: str = "", environ: dict[str, str] | None = None) -> R
 
 def chatmail_relay(*args: str, environ: dict | None = None) -> subprocess.CompletedProcess:
     """The installed ``chatmail-relay`` console script, as ``./relay.sh up`` runs it, with
-    ``environ`` added to the environment (``up`` hands it on to supervisord and the daemons)."""
+    ``environ`` added to the environment (``up`` hands it on to supervisord and the daemons).
+
+    A test's ``up`` names a ``--schedule-dir``: without one, ``up`` installs the daily expiry
+    into the machine's /etc/cron.d (or systemd's directory), which no test may do."""
+    if args[:1] == ("up",):
+        assert "--schedule-dir" in args, "a test's up must not install into /etc/cron.d"
     return subprocess.run(
         [str(bin_dir() / "chatmail-relay"), *args],
         capture_output=True,
@@ -157,6 +175,51 @@ def free_port_args() -> tuple[str, ...]:
     """--imap-port N first, then the other public ports: all free."""
     names = ("imap", "imaps", "smtp", "submission", "submissions")
     return tuple(arg for name in names for arg in (f"--{name}-port", str(free_port())))
+
+
+def cron_job(path: Path) -> tuple[str, str, dict[str, str]]:
+    """The one job of a cron.d file: its user, its command as cron hands it to the shell (a
+    backslash-percent becomes %; an unescaped % would end the command) and the file's
+    variables."""
+    variables, jobs = {}, []
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if re.match(r"[A-Za-z_]+=", line):
+            name, _, value = line.partition("=")
+            variables[name] = value[1:-1] if value[:1] == value[-1:] == '"' else value
+        else:
+            jobs.append(line.split(None, 6))
+    ((*_times, user, command),) = jobs
+    assert not re.search(r"(?<!\\)%", command), "an unescaped % would cut the command"
+    return user, command.replace("\\%", "%"), variables
+
+
+def run_as_cron(path: Path) -> subprocess.CompletedProcess:
+    """Run the job of the cron.d file ``path`` now, as Debian's cron would at its minute: as
+    its user, from that user's home, with umask 022 and only the environment cron gives a job
+    (checked with cron 3.0pl1: HOME, LOGNAME, SHELL=/bin/sh, PATH=/usr/bin:/bin, then the
+    file's variables), through /bin/sh -c."""
+    runuser = require_binary("runuser")
+    user, command, variables = cron_job(path)
+    home = pwd.getpwnam(user).pw_dir
+    env = {
+        "HOME": home,
+        "LOGNAME": user,
+        "SHELL": "/bin/sh",
+        "PATH": "/usr/bin:/bin",
+        **variables,
+    }
+    return subprocess.run(
+        # -m: keep exactly this environment (runuser would set SHELL to the user's nologin)
+        [runuser, "-m", "-u", user, "--", "/bin/sh", "-c", command],
+        env=env,
+        cwd=home,
+        umask=0o022,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def loopback_ports(tmp: Path) -> dict[str, str]:

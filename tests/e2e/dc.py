@@ -68,6 +68,7 @@ class UpRelay:
     def up(self) -> Login:
         """Run ``up``; return the new account it printed."""
         args = ("--config", str(self.ini), "--state-dir", str(self.state), *self.port_args)
+        args += ("--schedule-dir", str(self.tmp / "cron.d"))  # a test installs nothing
         result = chatmail_relay("up", *args, environ=self.environ)
         assert result.returncode == 0, f"{result.stderr}\n{self.status()}"
         urls = re.findall(r"^dclogin:\S+$", result.stdout, flags=re.MULTILINE)

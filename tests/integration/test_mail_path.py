@@ -220,7 +220,7 @@ def test_logs_hold_no_client_ip_password_or_body(relay):
     with pytest.raises(smtplib.SMTPDataError):
         submit(relay, alice, [bob], plain(alice, [bob], PLAIN_MARKER))
     wait_for(lambda: "523" in relay.log("filtermail-outgoing.log"), 10, "the refusal logged")
-    logs = {p.name: p.read_text(errors="replace") for p in relay.layout.log_dir.iterdir()}
+    logs = relay.logs()
     assert "postfix.log" in logs and "filtermail-outgoing.log" in logs
     assert "disconnect from unknown[IP]" in logs["postfix.log"]  # scrubbed, not empty
     for name, text in logs.items():

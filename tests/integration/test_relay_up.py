@@ -57,7 +57,16 @@ def test_up_login_status_down(setup):
     ini.write_text(relaxed_ini(text, tmp))
     port_args = free_port_args()
     port = int(port_args[1])
-    args = ("--config", str(ini), "--state-dir", str(state), *port_args)
+    cron_d = tmp / "cron.d"  # not the machine's: a test installs nothing
+    args = (
+        "--config",
+        str(ini),
+        "--state-dir",
+        str(state),
+        *port_args,
+        "--schedule-dir",
+        str(cron_d),
+    )
 
     up = run("up", *args)
     assert up.returncode == 0, up.stderr
@@ -70,6 +79,14 @@ def test_up_login_status_down(setup):
     assert url.startswith(f"dclogin:{addr}?p={password}&v=1&ih=127.0.0.1&ip={imaps}&is=ssl")
     assert url.endswith(f"&sh=127.0.0.1&sp={submissions}&ss=ssl&ic=3")
     assert "\u2588" in up.stdout or "\u2580" in up.stdout  # the QR code, in block characters
+    assert re.search(
+        rf"^  expiry    daily at \d\d:\d\d, rendered into {cron_d}/chatmail-expire only: "
+        "nothing runs it$",
+        up.stdout,
+        flags=re.MULTILINE,
+    ), up.stdout
+    assert "Not yet" not in up.stdout
+    assert (cron_d / "chatmail-expire").is_file()
 
     conn = imaplib.IMAP4("127.0.0.1", port, timeout=30)
     assert conn.login(addr, password)[0] == "OK"
@@ -86,6 +103,8 @@ def test_up_login_status_down(setup):
         assert re.search(rf"{program}\s+RUNNING", status), status
     with_config = run("status", "--state-dir", str(state), "--config", str(ini)).stdout
     assert "push notifications pending: 0 (in " in with_config, with_config
+    assert f"expiry: no expiry run yet (log {state}/log/expire/expire.log)" in with_config
+    assert not re.search(r"^cron\s", status, flags=re.MULTILINE)  # no cron for a test relay
 
     down = run("down", "--state-dir", str(state))
     assert down.returncode == 0 and "stopped" in down.stdout
@@ -130,7 +149,8 @@ def simple_relay_args(tmp: Path, ini: Path, state: Path) -> tuple[str, ...]:
         f"[params]\nmail_domain = example.org\nmailboxes_dir = {tmp}/mail\n"
         f"nocreate_file = {tmp}/nocreate\n" + loopback_ports_ini(tmp)
     )
-    return ("--config", str(ini), "--state-dir", str(state), *free_port_args())
+    schedule = ("--schedule-dir", str(tmp / "cron.d"))  # last: tests replace a port by index
+    return ("--config", str(ini), "--state-dir", str(state), *free_port_args(), *schedule)
 
 
 def stop_program(state: Path, name: str) -> None:
@@ -145,9 +165,10 @@ def pids(state: Path) -> dict[str, str]:
 
 
 def test_bad_chatmail_ini_is_reported_not_started(setup):
-    _tmp, ini, state = setup
+    tmp, ini, state = setup
     ini.write_text("[params]\nmail_domain = example.org\nmax_load_1m = lots\n")
-    result = run("up", "--config", str(ini), "--state-dir", str(state))
+    args = ("--config", str(ini), "--state-dir", str(state), "--schedule-dir", str(tmp / "cron.d"))
+    result = run("up", *args)
     assert result.returncode == 1
     assert str(ini) in result.stderr and "max_load_1m" in result.stderr and "lots" in result.stderr
     assert not state.exists()

@@ -1,4 +1,5 @@
-"""The rendered Dovecot configuration is one Debian's Dovecot accepts (checked with doveconf)."""
+"""The rendered configuration is one the real tools accept: Dovecot's (doveconf), Postfix's
+(postconf) and systemd's units for the daily expiry (systemd-analyze)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ def _vmail_user_and_uid() -> tuple[str, int]:
         return pwd.getpwuid(uid).pw_name, uid
 
 
-def _render(tmp_path: Path, domain: str) -> Layout:
+def _render(tmp_path: Path, domain: str, **more) -> Layout:
     user, uid = _vmail_user_and_uid()
     ini = config.write_default(domain, tmp_path / "chatmail.ini")
     if user != "vmail":
         ini.write_text(ini.read_text().replace("vmail_user = vmail", f"vmail_user = {user}"))
     layout = Layout(tmp_path / "state")
-    params = RenderParams(ports=Ports(imap=IMAP_PORT), vmail_uid=uid, bin_dir=Path("/x/bin"))
+    params = RenderParams(
+        ports=Ports(imap=IMAP_PORT), vmail_uid=uid, bin_dir=Path("/x/bin"), **more
+    )
     render(config.load(ini), layout, params)
     return layout
 
@@ -113,3 +116,42 @@ def test_postconf_check_is_not_vacuous(tmp_path):
         [postconf, "-c", str(layout.postfix_dir), "-n"], capture_output=True, text=True
     )
     assert "no_such_postfix_setting" in result.stderr
+
+
+def _verify_units(units: Path) -> subprocess.CompletedProcess:
+    analyze = require_binary("systemd-analyze")
+    return subprocess.run(
+        [analyze, "verify", *(str(path) for path in sorted(units.iterdir()))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_systemd_analyze_accepts_the_rendered_timer_and_service(tmp_path):
+    """systemd-analyze verify works without systemd running (Debian's systemd package)."""
+    units = tmp_path / "system"
+    _render(tmp_path, "chat.example.org", scheduler="systemd", schedule_dir=units)
+    result = _verify_units(units)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr  # no "unknown key", no ignored line
+    (on_calendar,) = re.findall(
+        r"^OnCalendar=(.*)$", (units / "chatmail-expire.timer").read_text(), re.M
+    )
+    calendar = subprocess.run(
+        [require_binary("systemd-analyze"), "calendar", on_calendar],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"Normalized form: {on_calendar}" in calendar.stdout, calendar.stderr
+
+
+def test_systemd_analyze_check_is_not_vacuous(tmp_path):
+    units = tmp_path / "system"
+    _render(tmp_path, "chat.example.org", scheduler="systemd", schedule_dir=units)
+    timer = units / "chatmail-expire.timer"
+    timer.write_text(re.sub(r"OnCalendar=.*", "OnCalendar=*-*-* 25:00:00", timer.read_text()))
+    result = _verify_units(units)
+    assert result.returncode != 0
+    assert "OnCalendar" in result.stderr or "calendar" in result.stderr

@@ -67,6 +67,7 @@ def test_first_render_writes_all_files(cfg, layout):
         layout.postfix_dir / "sender_login_maps",
         layout.postfix_run,
         layout.push_lua,
+        layout.schedule_dir / "chatmail-expire",  # read by no cron there
     ]
     assert sorted(changed) == sorted(expected)
     for path in expected:
@@ -285,7 +286,8 @@ def test_changed_setting_changes_the_files_using_it(ini, layout):
     render(config.load(ini), layout, PARAMS)
     ini.write_text(ini.read_text().replace("vmail_user = vmail", "vmail_user = mailer"))
     changed = render(config.load(ini), layout, PARAMS)
-    assert sorted(changed) == sorted([layout.dovecot_conf, layout.supervisord_conf])
+    cron_file = layout.schedule_dir / "chatmail-expire"
+    assert sorted(changed) == sorted([layout.dovecot_conf, layout.supervisord_conf, cron_file])
     conf = supervisord_sections(layout)
     assert conf["program:doveauth"]["user"] == "mailer"
 
