@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
+from crontab import cron_entries
 from daemons import write_ini
 from helpers_env import free_port, require, require_binary, require_root
 
@@ -181,15 +182,11 @@ def cron_job(path: Path) -> tuple[str, str, dict[str, str]]:
     """The one job of a cron.d file: its user, its command as cron hands it to the shell (a
     backslash-percent becomes %; an unescaped % would end the command) and the file's
     variables."""
-    variables, jobs = {}, []
-    for line in path.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if re.match(r"[A-Za-z_]+=", line):
-            name, _, value = line.partition("=")
-            variables[name] = value[1:-1] if value[:1] == value[-1:] == '"' else value
-        else:
-            jobs.append(line.split(None, 6))
+    raw, jobs = cron_entries(path)
+    variables = {
+        name: value[1:-1] if value[:1] == value[-1:] == '"' else value
+        for name, value in raw.items()
+    }
     ((*_times, user, command),) = jobs
     assert not re.search(r"(?<!\\)%", command), "an unescaped % would cut the command"
     return user, command.replace("\\%", "%"), variables

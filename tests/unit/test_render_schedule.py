@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from crontab import cron_entries
 
 from chatmaild import config
 from relay.render import (
@@ -33,20 +34,6 @@ def cfg(tmp_path) -> config.Config:
 @pytest.fixture
 def layout(tmp_path) -> Layout:
     return Layout(tmp_path / "state")
-
-
-def cron_entries(path: Path) -> tuple[dict[str, str], list[list[str]]]:
-    """A cron.d file as cron reads it: its variables, and each job as 5 times, user, command."""
-    variables, jobs = {}, []
-    for line in path.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if re.match(r"[A-Za-z_]+=", line):
-            name, _, value = line.partition("=")
-            variables[name] = value
-        else:
-            jobs.append(line.split(None, 6))
-    return variables, jobs
 
 
 def cron_command(raw: str) -> str:
