@@ -20,7 +20,7 @@ import time
 from chatmaild import config
 from chatmaild.logs import setup_logging
 
-from .quota import TARGET
+from .quota import TARGET, WARNING
 from .rules import Limits
 from .sweep import Sweep, Totals, expire_mailboxes
 
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             limits,
             sweep,
             trim_to=int(cfg.max_mailbox_size * TARGET),
+            trim_over=trim_threshold(cfg.max_mailbox_size, cfg.max_message_size),
             progress=progress,
         )
     except OSError as exc:
@@ -61,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         print(file=sys.stderr)  # end the progress line
     print(summary(totals, args.remove, time.monotonic() - began))
     return 1 if totals.errors else 0
+
+
+def trim_threshold(quota: int, largest_message: int) -> int:
+    """The size over which a mailbox is trimmed: the quota warning's level, or less where the
+    largest message would not fit any more. Dovecot's warning fires only on a delivery that
+    succeeds, so a mailbox just under 90% with a message that does not fit would otherwise
+    defer that message until mail expires (when max_message_size is over a tenth of the quota)."""
+    return min(int(quota * WARNING), quota - largest_message)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

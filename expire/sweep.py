@@ -94,11 +94,16 @@ def expire_mailboxes(
     limits: Limits,
     sweep: Sweep,
     trim_to: int | None = None,
+    trim_over: int | None = None,
     progress: Callable[[Totals], None] | None = None,
 ) -> Totals:
-    """Expire every account under ``mailboxes_dir``; ``trim_to``: bytes a mailbox over its quota
-    warning is trimmed to (``quota.trim``). Raises OSError if ``mailboxes_dir`` is unreadable."""
+    """Expire every account under ``mailboxes_dir``. ``trim_to``: bytes a mailbox that keeps
+    more than ``trim_over`` (default: the quota warning's level) is trimmed to
+    (``quota.trim``). Raises OSError if ``mailboxes_dir`` is unreadable."""
     from .quota import trim, warning_level
+
+    if trim_to is not None and trim_over is None:
+        trim_over = warning_level(trim_to)
 
     with os.scandir(mailboxes_dir) as entries:
         for entry in entries:
@@ -106,7 +111,7 @@ def expire_mailboxes(
                 continue
             sweep.totals.accounts += 1
             kept = expire_account(entry.path, limits, sweep)
-            if trim_to is not None and kept > warning_level(trim_to):
+            if trim_to is not None and trim_over is not None and kept > trim_over:
                 trim(entry.path, trim_to, limits.now, sweep, limits=limits)
             if progress:
                 progress(sweep.totals)

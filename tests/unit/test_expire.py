@@ -282,6 +282,19 @@ def test_chatmail_expire_trims_only_mailboxes_over_the_quota_warning(tmp_path):
     assert sum(1 for _ in messages(str(fine))) == 8
 
 
+def test_a_mailbox_a_large_message_no_longer_fits_in_is_trimmed_daily(tmp_path):
+    """Quota 1,000,000 and messages of up to 300,000: at 800,000 the warning (900,000) has not
+    fired, but the next large message would be deferred; the daily run makes room."""
+    from expire.__main__ import trim_threshold
+
+    home = account(tmp_path)
+    for n in range(8):
+        message(home, 5, size=100_000, n=n)
+    assert trim_threshold(1_000_000, 30_000) == 900_000  # small messages: the warning's level
+    run(tmp_path, trim_to=700_000, trim_over=trim_threshold(1_000_000, 300_000))
+    assert sum(1 for _ in messages(str(home))) == 7
+
+
 def test_quota_expire_command_line(tmp_path, capsys):
     home = account(tmp_path)
     for n in range(3):
