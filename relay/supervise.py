@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import http.client
 import imaplib
 import logging
@@ -30,9 +29,10 @@ from pathlib import Path
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from chatmaild.config import Config
-from chatmaild.mailbox import atomic_write
 
 from . import ports, tls
+from .errors import RelayError
+from .reload import RELOADABLE, mark_applied, reload_changed
 from .render import Layout, RenderParams, render
 
 SUPERVISORD = "supervisord"
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 # What talking to supervisord over its socket can raise: it is not there, it answered with an
 # error, or it went away in the middle of an answer.
 RPC_ERRORS = (OSError, xmlrpc.client.Error, http.client.HTTPException, xml.parsers.expat.ExpatError)
-
-
-class RelayError(RuntimeError):
-    """The relay could not be brought up or down; the message says what to look at."""
 
 
 def prepare(config: Config, layout: Layout, params: RenderParams) -> set[Path]:
@@ -198,12 +194,12 @@ def up(config: Config, layout: Layout, params: RenderParams, timeout: float = 30
                 f"supervisord did not start: {(result.stderr or result.stdout).strip()}"
             )
         for name in RELOADABLE:
-            _mark_applied(layout, name)
+            mark_applied(layout, name)
         wait_ready(layout, params, timeout)
         return True
     server = rpc(layout)
     try:
-        _reload_changed(server, layout)
+        reload_changed(server, layout)
         _update(server)
         server.supervisor.startAllProcesses(True)  # those already running are left alone
     except RPC_ERRORS as exc:
@@ -236,65 +232,6 @@ def _stopped(server: xmlrpc.client.ServerProxy, name: str) -> bool:
     for result in failed:
         log.error("could not stop %s: %s", result["name"], result["description"])
     return not failed
-
-
-# Dovecot and Postfix re-read their configuration without a restart (SIGHUP, postfix reload):
-# each has its directory of rendered files and a record of the digest it last read.
-RELOADABLE = ("dovecot", "postfix")
-
-
-def _config_dir(layout: Layout, name: str) -> Path:
-    return layout.dovecot_dir if name == "dovecot" else layout.postfix_dir
-
-
-def _applied_path(layout: Layout, name: str) -> Path:
-    return layout.dovecot_applied if name == "dovecot" else layout.postfix_dir / "applied.sha256"
-
-
-def _config_digest(layout: Layout, name: str) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(_config_dir(layout, name).iterdir()):
-        if path.is_file() and path.suffix != ".sha256":
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def _applied_digest(layout: Layout, name: str) -> str:
-    try:
-        return _applied_path(layout, name).read_text().strip()
-    except FileNotFoundError:
-        return ""
-
-
-def _mark_applied(layout: Layout, name: str) -> None:
-    atomic_write(_applied_path(layout, name), _config_digest(layout, name).encode(), mode=0o644)
-
-
-def _reload_changed(server: xmlrpc.client.ServerProxy, layout: Layout) -> None:
-    """Make a running Dovecot or Postfix re-read configuration that changed since it read it."""
-    for name in RELOADABLE:
-        if _config_digest(layout, name) == _applied_digest(layout, name):
-            continue
-        # one that does not run now reads the new files when it is started
-        state = server.supervisor.getProcessInfo(name)["statename"]
-        if state in ("RUNNING", "STARTING"):
-            if name == "dovecot":
-                server.supervisor.signalProcess(name, "HUP")
-            else:
-                _postfix_reload(layout)
-        _mark_applied(layout, name)
-
-
-def _postfix_reload(layout: Layout) -> None:
-    result = subprocess.run(
-        ["postfix", "-c", str(layout.postfix_dir), "reload"],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RelayError(f"postfix reload failed: {(result.stderr or result.stdout).strip()}")
 
 
 def wait_ready(layout: Layout, params: RenderParams, timeout: float) -> None:
