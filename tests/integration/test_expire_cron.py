@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_env import require_binary
+from helpers_env import require, require_binary
 from relays import chatmail_relay, cron_job, run_as_cron, start_relay, stop_relay
 
 from relay import schedule
@@ -108,8 +108,10 @@ def test_supervisord_runs_debians_cron_when_asked(relay):
     """What up does where no cron daemon runs: cron -f under the relay's supervisord."""
     require_binary("cron")
     ours = int(relay.layout.supervisord_pid.read_text())
-    if schedule.cron_daemon(ours, schedule.processes()) is not None:
-        pytest.skip("a cron daemon runs on this machine: up would not start another one")
+    require(
+        schedule.cron_daemon(ours, schedule.processes()) is None,
+        "no other cron daemon runs on this machine (up would not start a second one)",
+    )
     stop_relay(relay)
     relay = start_relay(run_cron=True)
     try:
