@@ -3,14 +3,13 @@
 Each run (the command in ``templates/expire.j2``) appends to the log a line
 ``chatmail-expire started <ISO 8601 time>``, then what ``chatmail-expire -v`` writes (a
 ``<what>\\t<path>`` line per removed file, log lines, the summary) and last
-``chatmail-expire exit <status>``. With ``-v`` one run may list many files, so the log is read
-backwards from its end to the last start line, and the listing is only counted. Pure apart from
+``chatmail-expire exit <status>``. With ``-v`` one run may list many files: the log is streamed
+and the listing only counted. Pure apart from
 reading the file; the time is passed in.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,6 @@ from typing import BinaryIO
 STARTED = b"chatmail-expire started "
 EXITED = "chatmail-expire exit "
 SUMMARY = "chatmail-expire: "  # the first line of chatmail-expire's summary
-BLOCK = 65536
 OTHER_LINES = 5  # log lines (errors) shown; the rest are in the log
 STALE = 26 * 3600  # seconds: a day, the timer's delay and a long run
 EXIT_MEANING = {
@@ -54,21 +52,14 @@ def last_run(path: Path) -> LastRun | None:
 
 
 def last_start(file: BinaryIO) -> int | None:
-    """The offset of the last line starting with STARTED, read backwards a block at a time."""
-    pos = file.seek(0, os.SEEK_END)
-    carry = b""  # the start of the block after this one: a marker may span the boundary
-    while pos > 0:
-        size = min(BLOCK, pos)
-        pos -= size
-        file.seek(pos)
-        chunk = file.read(size) + carry
-        found = chunk.rfind(b"\n" + STARTED)
-        if found >= 0:
-            return pos + found + 1
-        if pos == 0 and chunk.startswith(STARTED):
-            return 0
-        carry = chunk[: len(STARTED)]
-    return None
+    """The offset of the last line starting with STARTED. One forward pass: savelog starts a
+    new log for each run, so the file is one run long, and ``parse_run`` reads that run anyway."""
+    start, offset = None, 0
+    for line in file:
+        if line.startswith(STARTED):
+            start = offset
+        offset += len(line)
+    return start
 
 
 def parse_run(lines: Iterable[bytes]) -> LastRun:
